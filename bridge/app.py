@@ -1,0 +1,68 @@
+"""``create_app(settings)``: the aiohttp application that is the bridge's HTTP face."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from . import signaling
+from .config import Settings
+from .errors import BridgeError
+from .ice import restrict_host_addresses
+from .keys import REGISTRY, SETTINGS
+from .registry import SessionRegistry
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_body(code: str, message: str, status: int) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as ``{"error": {"code", "message"}}`` with a fitting status."""
+    try:
+        return await handler(request)
+    except BridgeError as exc:
+        status = getattr(exc, "status", 500)
+        response = error_body(exc.code, exc.message, status)
+        if status == 503:
+            response.headers["Retry-After"] = "5"
+        return response
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS].max_body_bytes
+        return error_body("body_too_large", f"request body is over {limit} bytes", 413)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        response = error_body(code, exc.text or exc.reason, exc.status)
+        for header in ("Allow", "Retry-After"):
+            if header in exc.headers:
+                response.headers[header] = exc.headers[header]
+        return response
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_body("internal_error", "internal error", 500)
+
+
+async def _close_sessions(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[REGISTRY].close_all("server_shutdown")
+
+
+def create_app(settings: Settings | None = None) -> web.Application:
+    """A bridge application; it owns its sessions and closes them all on cleanup."""
+    settings = settings if settings is not None else Settings.from_sources()
+    restrict_host_addresses(settings.ice_addresses)
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[json_errors])
+    app[SETTINGS] = settings
+    app[REGISTRY] = SessionRegistry(settings.max_sessions)
+    app.cleanup_ctx.append(_close_sessions)
+    signaling.add_routes(app)
+    return app

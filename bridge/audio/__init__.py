@@ -1,0 +1,1 @@
+"""Audio plumbing: stateful resampling, voice activity detection and the outbound track."""

@@ -1,0 +1,264 @@
+"""The outbound WebRTC audio track: provider PCM in, paced pre-encoded packets out.
+
+aiortc does not pace, split or retime what a track returns, so this track does it: exactly one
+20 ms frame per ``recv()``, contiguous ``pts``, paced on the loop's monotonic clock, silence when
+the provider has nothing to say. It encodes Opus (or G.711 for telephony peers) itself and hands
+aiortc ``av.Packet`` objects: aiortc then skips its per-sample Python audio-level loop and its
+thread-pool hop per frame, which cost about 3x the CPU of the encoding itself.
+
+Provider audio is buffered at its own rate (bounded) and resampled once per frame with one
+stateful resampler, straight to the codec's native rate (48 kHz Opus, 8 kHz G.711), which also
+avoids the extra 20 ms frame that aiortc's own encoder holds back for non-native input rates.
+
+The track counts what it really sent per reply item, so barge-in can tell the provider how much
+of a reply the user actually heard (never wall clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, cast
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av.audio.codeccontext import AudioCodecContext
+
+from .resample import PCM16, Resampler, pcm_frame
+
+log = logging.getLogger(__name__)
+
+FRAME_MS = 20
+_REMEMBERED_ITEMS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundCodec:
+    """What aiortc negotiated for the sender, and how we encode for it."""
+
+    name: str  # as in the SDP rtpmap: opus, PCMU, PCMA
+    av_codec: str
+    rate: int
+
+    @property
+    def frame_samples(self) -> int:
+        return self.rate * FRAME_MS // 1000
+
+
+OPUS = OutboundCodec("opus", "libopus", 48000)
+PCMU = OutboundCodec("PCMU", "pcm_mulaw", 8000)
+PCMA = OutboundCodec("PCMA", "pcm_alaw", 8000)
+CODECS = {c.name.lower(): c for c in (OPUS, PCMU, PCMA)}
+
+
+@dataclass(frozen=True, slots=True)
+class Playback:
+    """How much of reply ``item_id`` was actually sent to the peer when it was cut."""
+
+    item_id: str
+    played_ms: int
+
+
+@dataclass
+class _Segment:
+    item_id: str
+    samples: PCM16
+    pos: int = 0
+
+
+def _encoder(codec: OutboundCodec) -> AudioCodecContext:
+    ctx = cast(AudioCodecContext, av.CodecContext.create(codec.av_codec, "w"))
+    ctx.format = "s16"
+    ctx.layout = "mono"
+    ctx.sample_rate = codec.rate
+    ctx.time_base = Fraction(1, codec.rate)
+    if codec is OPUS:
+        ctx.bit_rate = 32000
+        ctx.options = {"application": "voip"}
+    ctx.open()
+    return ctx
+
+
+class OutboundAudioTrack(MediaStreamTrack):
+    """A paced audio track fed with provider PCM16 mono; see the module docstring."""
+
+    kind = "audio"
+
+    def __init__(
+        self,
+        *,
+        source_rate: int = 24000,
+        max_buffer_ms: int = 60_000,
+        max_lateness_ms: int = 200,
+        codec: OutboundCodec = OPUS,
+    ) -> None:
+        super().__init__()
+        self.source_rate = source_rate
+        self._source_frame = source_rate * FRAME_MS // 1000
+        self._max_buffered = source_rate * max_buffer_ms // 1000
+        self._max_lateness = max_lateness_ms / 1000
+        self._segments: deque[_Segment] = deque()
+        self._buffered = 0
+        self._played: OrderedDict[str, int] = OrderedDict()  # item -> source samples sent
+        self._current_item: str | None = None
+        self._codec = codec
+        self._resampler: Resampler | None = None
+        self._encoder: AudioCodecContext | None = None
+        self._fifo: PCM16 = np.zeros(0, dtype=np.int16)
+        self._pts = 0
+        self._start: float | None = None
+        self._frames = 0
+        # Statistics, read by sessions, tests and benchmarks.
+        self.frames_sent = 0
+        self.audio_frames_sent = 0
+        self.late_resets = 0
+        self.dropped_ms = 0
+        self.last_audio_sent_at: float | None = None
+
+    # -- feeding -------------------------------------------------------------------------------
+
+    @property
+    def codec(self) -> OutboundCodec:
+        return self._codec
+
+    def set_codec(self, codec: OutboundCodec) -> None:
+        """Set the negotiated codec; only before the first ``recv()``."""
+        if self._encoder is not None:
+            raise RuntimeError("the codec cannot change once the track has started")
+        self._codec = codec
+
+    def push(self, pcm: bytes, item_id: str) -> None:
+        """Queue reply audio (PCM16 LE mono at ``source_rate``) for playback.
+
+        The buffer is bounded: audio beyond ``max_buffer_ms`` is dropped (and counted) rather
+        than blocking the provider's event stream, which must keep flowing for barge-in.
+        """
+        if self.readyState != "live" or not pcm:
+            return
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.int16, copy=False)
+        room = self._max_buffered - self._buffered
+        if samples.size > room:
+            dropped = samples.size - max(room, 0)
+            self.dropped_ms += dropped * 1000 // self.source_rate
+            log.warning("outbound buffer full: dropped %d ms of reply audio", self.dropped_ms)
+            samples = samples[: max(room, 0)]
+            if not samples.size:
+                return
+        self._segments.append(_Segment(item_id, samples))
+        self._buffered += samples.size
+
+    def flush(self) -> Playback | None:
+        """Drop all queued audio at once (barge-in).
+
+        Returns how much of the reply that was cut had been sent, or None when nothing was
+        cut (the reply had already finished playing, or nothing was playing).
+        """
+        cut = self._buffered > 0
+        item = self._current_item
+        if cut and item is None:
+            item = self._segments[0].item_id
+        self._segments.clear()
+        self._buffered = 0
+        if not cut or item is None:
+            return None
+        return Playback(item, self.played_ms(item))
+
+    def played_ms(self, item_id: str) -> int:
+        """Milliseconds of ``item_id`` that have been sent to the peer so far."""
+        return self._played.get(item_id, 0) * 1000 // self.source_rate
+
+    @property
+    def buffered_ms(self) -> int:
+        return self._buffered * 1000 // self.source_rate
+
+    @property
+    def playing(self) -> bool:
+        return self._buffered > 0
+
+    # -- aiortc side ---------------------------------------------------------------------------
+
+    async def recv(self) -> av.Packet[Any]:
+        """The next 20 ms packet, released on schedule."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._start is None:
+            self._start = now
+        else:
+            delay = self._start + self._frames * FRAME_MS / 1000 - now
+            if delay > 0:
+                await asyncio.sleep(delay)
+                if self.readyState != "live":
+                    raise MediaStreamError
+            elif -delay > self._max_lateness:
+                # We were starved of CPU: re-anchor instead of bursting to catch up.
+                self._start = now - self._frames * FRAME_MS / 1000
+                self.late_resets += 1
+        self._frames += 1
+        samples, had_audio = self._take(self._source_frame)
+        packet = self._encode(samples)
+        self.frames_sent += 1
+        if had_audio:
+            self.audio_frames_sent += 1
+            self.last_audio_sent_at = loop.time()
+        return packet
+
+    def _take(self, n: int) -> tuple[PCM16, bool]:
+        """Take ``n`` source samples from the buffer, padding with silence; count played."""
+        if not self._buffered:
+            self._current_item = None
+            return np.zeros(n, dtype=np.int16), False
+        out = np.zeros(n, dtype=np.int16)
+        filled = 0
+        while filled < n and self._segments:
+            seg = self._segments[0]
+            take = min(n - filled, seg.samples.size - seg.pos)
+            out[filled : filled + take] = seg.samples[seg.pos : seg.pos + take]
+            seg.pos += take
+            filled += take
+            self._count_played(seg.item_id, take)
+            if seg.pos >= seg.samples.size:
+                self._segments.popleft()
+        self._buffered -= filled
+        return out, True
+
+    def _count_played(self, item_id: str, samples: int) -> None:
+        self._current_item = item_id
+        if item_id in self._played:
+            self._played[item_id] += samples
+        else:
+            self._played[item_id] = samples
+            while len(self._played) > _REMEMBERED_ITEMS:
+                self._played.popitem(last=False)
+
+    def _encode(self, samples: PCM16) -> av.Packet[Any]:
+        codec = self._codec
+        if self._encoder is None:
+            self._encoder = _encoder(codec)
+            self._resampler = Resampler(codec.rate)
+        assert self._resampler is not None
+        out = self._resampler.resample_pcm(samples, self.source_rate)
+        fifo = np.concatenate([self._fifo, out]) if self._fifo.size else out
+        n = codec.frame_samples
+        if fifo.size < n:
+            # Only while the resampler's filter fills (its delay is under 1 ms): pad once.
+            fifo = np.concatenate([np.zeros(n - fifo.size, dtype=np.int16), fifo])
+        frame_samples, self._fifo = fifo[:n], fifo[n:]
+        packets = self._encoder.encode(pcm_frame(frame_samples, codec.rate, self._pts))
+        if len(packets) != 1:
+            raise MediaStreamError(f"{codec.av_codec} returned {len(packets)} packets")
+        packet: av.Packet[Any] = packets[0]
+        packet.pts = self._pts
+        packet.time_base = Fraction(1, codec.rate)
+        self._pts += n
+        return packet
+
+    def stop(self) -> None:
+        super().stop()
+        self._segments.clear()
+        self._buffered = 0

@@ -1,0 +1,145 @@
+"""Service settings: named, typed, validated once at startup.
+
+Each field can be set on the command line (``--connect-timeout 10``) or in the environment
+(``BRIDGE_CONNECT_TIMEOUT=10``); the command line wins. A wrong value stops the service at
+startup with a :class:`~bridge.errors.ConfigError` that names the setting, never mid-call.
+Provider keys are read from their usual variables (``OPENAI_API_KEY``, ``GEMINI_API_KEY``) and
+never printed: ``repr(settings)`` masks them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+PROVIDER_NAMES = ("echo", "openai", "gemini")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _setting(default: Any, help: str, **limits: Any) -> Any:
+    return field(default=default, metadata={"help": help, **limits})
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = _setting("127.0.0.1", "address to listen on")
+    port: int = _setting(8080, "TCP port to listen on", min=0, max=65535)
+    provider: str = _setting(
+        "", "default provider: echo, openai or gemini (default: by the API key present)"
+    )
+    model: str = _setting("", "default model for the provider (default: the provider's own)")
+    ice_servers: tuple[str, ...] = _setting(
+        (), "STUN/TURN URLs for the bridge's peers, comma separated (default: none, host only)"
+    )
+    ice_addresses: tuple[str, ...] = _setting(
+        (), "local addresses to offer as ICE host candidates, comma separated (default: all)"
+    )
+    max_sessions: int = _setting(100, "most concurrent calls; more get HTTP 503", min=1)
+    connect_timeout: float = _setting(
+        15.0, "seconds a new peer has to connect before its session ends", min=0.1
+    )
+    inactivity_timeout: float = _setting(
+        15.0, "seconds without inbound audio before a session ends", min=0.1
+    )
+    max_body_bytes: int = _setting(
+        65536, "largest signaling request body in bytes", min=1024, max=16 * 1024 * 1024
+    )
+    max_reply_buffer_ms: int = _setting(
+        60_000, "most reply audio buffered for playback per call, in ms", min=200
+    )
+    max_text_chars: int = _setting(
+        4000, "longest typed message a client may send on the events channel", min=1
+    )
+    echo_threshold_dbfs: float = _setting(
+        -45.0, "echo provider: level above which input counts as speech", min=-120, max=0
+    )
+    echo_silence_ms: int = _setting(
+        500, "echo provider: silence that ends an utterance, in ms", min=40
+    )
+    echo_max_utterance_ms: int = _setting(
+        30_000, "echo provider: longest utterance it keeps to replay, in ms", min=100
+    )
+    log_level: str = _setting("info", "debug, info, warning or error")
+    static_dir: str = _setting("", "folder of the demo page (default: the repo's static/)")
+    openai_api_key: str = field(default="", repr=False, metadata={"secret": "OPENAI_API_KEY"})
+    gemini_api_key: str = field(default="", repr=False, metadata={"secret": "GEMINI_API_KEY"})
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            lo, hi = f.metadata.get("min"), f.metadata.get("max")
+            if lo is not None and value < lo:
+                raise ConfigError(f"{f.name} must be at least {lo} (got {value})")
+            if hi is not None and value > hi:
+                raise ConfigError(f"{f.name} must be at most {hi} (got {value})")
+        if self.provider and self.provider not in PROVIDER_NAMES:
+            raise ConfigError(f"provider must be one of {', '.join(PROVIDER_NAMES)}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        for url in self.ice_servers:
+            if not url.startswith(("stun:", "turn:", "turns:")):
+                raise ConfigError(f"ice_servers: {url!r} is not a stun:, turn: or turns: URL")
+
+    @property
+    def default_provider(self) -> str:
+        """The configured provider, else the first one whose key is present, else echo."""
+        if self.provider:
+            return self.provider
+        if self.openai_api_key:
+            return "openai"
+        if self.gemini_api_key:
+            return "gemini"
+        return "echo"
+
+    @classmethod
+    def from_sources(
+        cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+    ) -> Settings:
+        """Settings from ``BRIDGE_*`` variables, then ``overrides`` (e.g. parsed CLI flags)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            secret = f.metadata.get("secret")
+            if secret:
+                raw = env.get(secret) or (
+                    env.get("GOOGLE_API_KEY") if f.name == "gemini_api_key" else None
+                )
+                if raw:
+                    values[f.name] = raw
+                continue
+            name = env_name(f.name)
+            if name in env and env[name] != "":
+                values[f.name] = parse_value(f, env[name], name)
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                values[key] = value
+        return cls(**values)
+
+
+def env_name(field_name: str) -> str:
+    return "BRIDGE_" + field_name.upper()
+
+
+def parse_value(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
+    """Parse one setting from text, naming ``source`` when it is wrong."""
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        return raw.strip()
+    except ValueError:
+        raise ConfigError(f"{source}: {raw!r} is not a valid {kind}") from None
+
+
+def public_fields() -> list[dataclasses.Field[Any]]:
+    """Settings that have a flag and a ``BRIDGE_*`` variable (secrets excluded)."""
+    return [f for f in dataclasses.fields(Settings) if not f.metadata.get("secret")]

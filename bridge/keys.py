@@ -1,0 +1,11 @@
+"""Typed application keys shared by the app factory and the request handlers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .config import Settings
+from .registry import SessionRegistry
+
+SETTINGS = web.AppKey("settings", Settings)
+REGISTRY = web.AppKey("registry", SessionRegistry)

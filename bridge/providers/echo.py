@@ -1,0 +1,121 @@
+"""``echo``: the embedded local provider.
+
+It needs no key and no network, so a new user hears something at once and tests have a
+deterministic backend. An energy VAD finds the user's utterances; when one ends, the provider
+plays it back (the same audio) as its reply and reports speechStarted / speechStopped /
+transcript placeholders / turnComplete / usage, like a real provider would. Speaking while the
+reply plays raises speechStarted, which makes the session flush playback (barge-in).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator
+
+from .. import events as ev
+from ..audio.outbound import Playback
+from ..audio.vad import EnergyVad, VadEvent
+from ..config import Settings
+from ..session_config import SessionConfig
+
+RATE = 24000
+CHUNK_BYTES = RATE * 2 * 20 // 1000  # 20 ms of PCM16
+PREROLL_MS = 200
+VOICES = ("echo",)
+
+
+class EchoProvider:
+    name = "echo"
+    input_rate = RATE
+
+    def __init__(self, settings: Settings, model: str, config: SessionConfig) -> None:
+        self.model = model or "echo"
+        self.config = config
+        self._vad = EnergyVad(
+            RATE, threshold_dbfs=settings.echo_threshold_dbfs, stop_ms=settings.echo_silence_ms
+        )
+        self._max_bytes = RATE * 2 * settings.echo_max_utterance_ms // 1000
+        self._silence_bytes = RATE * 2 * settings.echo_silence_ms // 1000
+        self._preroll: deque[bytes] = deque(maxlen=PREROLL_MS // 20)
+        self._utterance = bytearray()
+        self._events: asyncio.Queue[ev.Event | None] = asyncio.Queue()
+        self._turns = itertools.count(1)
+        self._closed = False
+        self.audio_in_ms = 0
+
+    async def connect(self) -> None:
+        self._emit(ev.Open())
+
+    def send_audio(self, pcm: bytes) -> None:
+        if self._closed:
+            return
+        self.audio_in_ms += len(pcm) * 1000 // (RATE * 2)
+        change = self._vad.process(pcm)
+        if change is VadEvent.START:
+            self._utterance = bytearray(b"".join(self._preroll))
+            self._preroll.clear()
+            self._emit(ev.SpeechStarted())
+        if self._vad.speaking or change is VadEvent.STOP:
+            if len(self._utterance) < self._max_bytes:
+                self._utterance += pcm
+        else:
+            self._preroll.append(pcm)
+        if change is VadEvent.STOP:
+            self._emit(ev.SpeechStopped())
+            self._reply(bytes(self._utterance))
+            self._utterance = bytearray()
+
+    def _reply(self, utterance: bytes) -> None:
+        # The last ``silence`` of the utterance is the pause that ended it: don't replay it.
+        speech = utterance[: max(len(utterance) - self._silence_bytes, 0)]
+        seconds = len(speech) / (RATE * 2)
+        item_id = f"echo_{next(self._turns)}"
+        self._emit(ev.Transcript("user", f"({seconds:.1f} s of speech)", final=True))
+        audio_out = "audio" in self.config.output_modalities
+        if audio_out:
+            for i in range(0, len(speech), CHUNK_BYTES):
+                self._emit(ev.AudioOut(speech[i : i + CHUNK_BYTES], RATE, item_id))
+            self._emit(ev.Transcript("assistant", f"(echo of {seconds:.1f} s)", final=True))
+        else:
+            self._emit(ev.TextDelta(f"(you spoke for {seconds:.1f} s)"))
+        self._emit(ev.TurnComplete())
+        self._emit(
+            ev.Usage(
+                {
+                    "input_audio_seconds": round(seconds, 3),
+                    "output_audio_seconds": round(seconds if audio_out else 0.0, 3),
+                },
+                cost_usd=0.0,
+            )
+        )
+
+    async def send_text(self, text: str) -> None:
+        self._emit(ev.Transcript("user", text, final=True))
+        self._emit(ev.TextDelta(f"You said: {text}"))
+        self._emit(ev.TurnComplete())
+        self._emit(ev.Usage({"input_text_chars": len(text)}, cost_usd=0.0))
+
+    async def update_session(self, config: SessionConfig) -> None:
+        self.config = config
+
+    async def interrupt(self, played: Playback | None) -> None:
+        """Nothing to cancel: the whole echo reply is queued at once and the session flushed it."""
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._events.put_nowait(None)
+
+    def _emit(self, event: ev.Event) -> None:
+        if not self._closed:
+            self._events.put_nowait(event)
+
+    async def events(self) -> AsyncIterator[ev.Event]:
+        while (event := await self._events.get()) is not None:
+            yield event
+
+
+def unavailable_reason(settings: Settings) -> str | None:
+    return None

@@ -1,0 +1,373 @@
+"""One call: a WebRTC peer bridged to one provider session.
+
+:class:`CallSession` is the single owner of everything a call creates: the peer connection,
+the outbound track, the provider session and every task. Whatever ends the call (the peer
+closes or fails, it never connects, its audio stops, the provider fails, or someone DELETEs the
+session) calls :meth:`CallSession.end`; that runs :meth:`_shutdown` exactly once, which closes
+all of it and removes the session from the registry. States only move forward:
+
+    NEW -> CONNECTING -> ACTIVE -> CLOSING -> CLOSED
+              \\_____________________/^
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcdatachannel import RTCDataChannel
+from av import AudioFrame
+
+from . import events as ev
+from .audio.outbound import OPUS, PCMA, PCMU, OutboundAudioTrack
+from .audio.resample import Chunker, Resampler
+from .config import Settings
+from .errors import BadRequest, BridgeError
+from .ice import rtc_configuration
+from .providers import Provider
+from .sdp import answer_codec, check_offer
+from .session_config import SessionConfig
+
+log = logging.getLogger(__name__)
+
+EVENTS_CHANNEL = "events"
+MAX_PENDING_EVENTS = 512
+MAX_CHANNEL_MESSAGE = 64 * 1024
+MAX_CLIENT_BACKLOG = 64
+CLOSE_FLUSH_S = 0.2
+PROVIDER_CONNECT_TIMEOUT_S = 15.0
+
+
+class State(enum.Enum):
+    NEW = "new"
+    CONNECTING = "connecting"
+    ACTIVE = "active"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class CallSession:
+    """A bridged call; see the module docstring for its life cycle."""
+
+    def __init__(
+        self,
+        *,
+        session_id: str,
+        settings: Settings,
+        provider: Provider,
+        config: SessionConfig,
+        kind: str = "offer",
+        on_closed: Callable[[CallSession], None] | None = None,
+    ) -> None:
+        self.id = session_id
+        self.kind = kind
+        self.settings = settings
+        self.provider = provider
+        self.config = config
+        self.state = State.NEW
+        self.created_at = time.time()
+        self.close_reason: str | None = None
+        self.codec: str | None = None
+        self.track = OutboundAudioTrack(max_buffer_ms=settings.max_reply_buffer_ms)
+        self._on_closed = on_closed
+        self._pc = RTCPeerConnection(rtc_configuration(settings.ice_servers))
+        self._channel: RTCDataChannel | None = None
+        self._pending: deque[str] = deque(maxlen=MAX_PENDING_EVENTS)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._connected = asyncio.Event()
+        self._shutdown_task: asyncio.Task[None] | None = None
+        self._client_events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(MAX_CLIENT_BACKLOG)
+        self.audio_in_ms = 0
+        self.events_sent = 0
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    async def start(self, offer_sdp: object) -> str:
+        """Answer the peer's offer and start the call; returns the answer SDP.
+
+        Raises :class:`BadRequest` for an offer we can't use; the session is then already
+        closed and has left nothing behind.
+        """
+        section = check_offer(offer_sdp)
+        assert isinstance(offer_sdp, str)
+        self.state = State.CONNECTING
+        pc = self._pc
+        pc.on("track", self._on_track)
+        pc.on("datachannel", self._on_datachannel)
+        pc.on("connectionstatechange", self._on_connection_state)
+        try:
+            transceiver = pc.addTransceiver(self.track, direction="sendrecv")
+            transceiver.setCodecPreferences(_codec_preferences(section.codecs))
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+            codec = answer_codec(pc.localDescription.sdp)
+        except BadRequest:
+            await self.close("bad_offer")
+            raise
+        except Exception as exc:  # aiortc raises ValueError, OperationError, KeyError...
+            await self.close("bad_offer")
+            raise BadRequest(f"the offer could not be used: {exc}", code="invalid_sdp") from None
+        self.codec = codec.name
+        self.track.set_codec(codec)
+        self._spawn(self._watch_connect(), "connect-watchdog")
+        self._spawn(self._run_provider(), "provider")
+        self._spawn(self._serve_client_events(), "client-events")
+        return str(pc.localDescription.sdp)
+
+    def end(self, reason: str) -> None:
+        """End the call (idempotent); the first reason given is the one reported."""
+        if self._shutdown_task is not None:
+            return
+        self.close_reason = reason
+        self.state = State.CLOSING
+        log.info("session %s ending: %s", self.id, reason)
+        self._shutdown_task = asyncio.get_running_loop().create_task(
+            self._shutdown(), name=f"session-{self.id}-shutdown"
+        )
+
+    async def close(self, reason: str = "closed") -> None:
+        """End the call and wait until everything it owned is closed."""
+        self.end(reason)
+        assert self._shutdown_task is not None
+        await asyncio.shield(self._shutdown_task)
+
+    async def _shutdown(self) -> None:
+        try:
+            self._send_wire({"type": "close", "reason": self.close_reason})
+            await self._flush_channel()
+            current = asyncio.current_task()
+            tasks = [t for t in self._tasks if t is not current]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self.provider.close()
+            self.track.stop()
+            with contextlib.suppress(Exception):
+                await self._pc.close()
+        finally:
+            self.state = State.CLOSED
+            if self._on_closed is not None:
+                self._on_closed(self)
+            log.info("session %s closed", self.id)
+
+    async def _flush_channel(self) -> None:
+        """Give the ``close`` event a moment to leave before the transport goes away."""
+        channel = self._channel
+        deadline = asyncio.get_running_loop().time() + CLOSE_FLUSH_S
+        while (  # noqa: ASYNC110 - aiortc signals no "drained" event below its threshold
+            channel is not None
+            and channel.readyState == "open"
+            and channel.bufferedAmount > 0
+            and asyncio.get_running_loop().time() < deadline
+        ):
+            await asyncio.sleep(0.01)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=f"session-{self.id}-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "session %s: task %s failed", self.id, task.get_name(), exc_info=task.exception()
+            )
+            self.end("internal_error")
+
+    # -- peer connection -----------------------------------------------------------------------
+
+    async def _watch_connect(self) -> None:
+        try:
+            await asyncio.wait_for(self._connected.wait(), self.settings.connect_timeout)
+        except TimeoutError:
+            self.end("connect_timeout")
+
+    def _on_connection_state(self) -> None:
+        state = self._pc.connectionState
+        if state == "connected":
+            if self.state is State.CONNECTING:
+                self.state = State.ACTIVE
+            self._connected.set()
+        elif state in ("failed", "closed"):
+            self.end(f"peer_{state}")
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio":
+            self._spawn(self._pump_inbound(track), "inbound")
+        else:
+            self._spawn(_drain(track), f"drain-{track.kind}")
+
+    async def _pump_inbound(self, track: MediaStreamTrack) -> None:
+        """Peer audio -> one stateful resampler -> 20 ms PCM16 chunks -> provider."""
+        await self._connected.wait()
+        rate = self.provider.input_rate
+        resampler = Resampler(rate)
+        chunker = Chunker(rate * 20 // 1000)
+        timeout = self.settings.inactivity_timeout
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    frame = await track.recv()
+            except TimeoutError:
+                self.end("inactive")
+                return
+            except MediaStreamError:
+                self.end("peer_closed")
+                return
+            if not isinstance(frame, AudioFrame):
+                continue
+            for chunk in chunker.push(resampler.resample(frame)):
+                self.audio_in_ms += 20
+                self.provider.send_audio(chunk)
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if channel.label != EVENTS_CHANNEL or self._channel is not None:
+            return
+        self._channel = channel
+        channel.on("message", self._on_message)
+        if channel.readyState == "open":
+            self._flush_pending()
+        else:
+            channel.on("open", self._flush_pending)
+
+    def _flush_pending(self) -> None:
+        while self._pending and self._channel is not None:
+            self._channel.send(self._pending.popleft())
+
+    # -- client -> provider --------------------------------------------------------------------
+
+    def _on_message(self, message: str | bytes) -> None:
+        if self.state not in (State.CONNECTING, State.ACTIVE):
+            return
+        try:
+            if isinstance(message, bytes) or len(message) > MAX_CHANNEL_MESSAGE:
+                raise BadRequest("messages must be JSON text under 64 KiB", code="invalid_event")
+            try:
+                data = json.loads(message)
+            except ValueError:
+                raise BadRequest("message is not valid JSON", code="invalid_json") from None
+            if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+                raise BadRequest("message must be an object with a 'type'", code="invalid_event")
+            self._client_events.put_nowait(data)
+        except asyncio.QueueFull:
+            self._send_event(ev.Error("rate_limited", "too many messages; slow down"))
+        except BadRequest as exc:
+            self._send_event(ev.Error(exc.code, exc.message))
+
+    async def _serve_client_events(self) -> None:
+        """Apply client messages one at a time, in the order they arrived."""
+        while True:
+            await self._handle_client_event(await self._client_events.get())
+
+    async def _handle_client_event(self, data: dict[str, Any]) -> None:
+        kind = data["type"]
+        try:
+            if kind == "session.update":
+                config = self.config.merged(data.get("session"))
+                await self.provider.update_session(config)
+                self.config = config
+            elif kind == "text":
+                text = data.get("text")
+                if not isinstance(text, str) or not text.strip():
+                    raise BadRequest("'text' must be a non-empty string", code="invalid_event")
+                if len(text) > self.settings.max_text_chars:
+                    raise BadRequest(
+                        f"'text' is over {self.settings.max_text_chars} characters",
+                        code="invalid_event",
+                    )
+                await self.provider.send_text(text)
+            else:
+                raise BadRequest(
+                    f"unknown event type {kind!r} (expected session.update or text)",
+                    code="unknown_event",
+                )
+        except BridgeError as exc:
+            self._send_event(ev.Error(exc.code, exc.message))
+
+    # -- provider -> client --------------------------------------------------------------------
+
+    async def _run_provider(self) -> None:
+        try:
+            async with asyncio.timeout(PROVIDER_CONNECT_TIMEOUT_S):
+                await self.provider.connect()
+        except (BridgeError, TimeoutError, OSError) as exc:
+            message = exc.message if isinstance(exc, BridgeError) else "provider did not answer"
+            self._send_event(ev.Error("provider_unavailable", message, fatal=True))
+            self.end("provider_error")
+            return
+        async for event in self.provider.events():
+            if isinstance(event, ev.AudioOut):
+                self.track.push(event.pcm, event.item_id)
+                continue
+            if isinstance(event, ev.SpeechStarted):
+                # Barge-in: cut playback before anything else, then tell the provider
+                # how much of its reply the user actually heard.
+                played = self.track.flush()
+                self._send_event(event)
+                await self.provider.interrupt(played)
+                continue
+            if isinstance(event, ev.Interrupted):
+                self.track.flush()
+            self._send_event(event)
+            if isinstance(event, ev.Error) and event.fatal:
+                self.end("provider_error")
+                return
+        self.end("provider_closed")
+
+    def _send_event(self, event: ev.Event) -> None:
+        wire = ev.to_wire(event)
+        if wire is not None:
+            self._send_wire(wire)
+
+    def _send_wire(self, wire: dict[str, Any]) -> None:
+        text = json.dumps(wire, separators=(",", ":"))
+        channel = self._channel
+        if channel is not None and channel.readyState == "open":
+            channel.send(text)
+            self.events_sent += 1
+        elif self.state in (State.NEW, State.CONNECTING, State.ACTIVE):
+            self._pending.append(text)
+
+    # -- reporting -----------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /sessions`` shows; never includes secrets."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "state": self.state.value,
+            "provider": self.provider.name,
+            "model": self.provider.model,
+            "codec": self.codec,
+            "created_at": self.created_at,
+            "audio_in_ms": self.audio_in_ms,
+            "reply_buffered_ms": self.track.buffered_ms,
+            "close_reason": self.close_reason,
+        }
+
+
+def _codec_preferences(offered: tuple[str, ...]) -> list[Any]:
+    """Opus for browsers; G.711 for telephony peers, in the order the peer listed them."""
+    ours = {c.name.lower() for c in (OPUS, PCMU, PCMA)}
+    order = ["opus"] + [c for c in offered if c in ours and c != "opus"]
+    caps = RTCRtpSender.getCapabilities("audio").codecs
+    by_name = {c.mimeType.split("/")[1].lower(): c for c in caps}
+    return [by_name[name] for name in order if name in by_name]
+
+
+async def _drain(track: MediaStreamTrack) -> None:
+    """Read and drop a track we don't use: aiortc queues unread frames without limit."""
+    with contextlib.suppress(MediaStreamError):
+        while True:
+            await track.recv()

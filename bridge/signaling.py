@@ -1,0 +1,210 @@
+"""HTTP signaling: ``POST /offer`` (JSON), WHIP (RFC 9725) and the session resources.
+
+Every handler validates before it creates anything, and a session that fails to start closes
+itself, so a bad request never leaves a peer connection or a registry entry behind.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .errors import BadRequest
+from .keys import REGISTRY, SETTINGS
+from .providers import PROVIDERS, create_provider
+from .sdp import check_offer
+from .session import CallSession
+from .session_config import SessionConfig
+
+STATIC_DEFAULT = Path(__file__).resolve().parent.parent / "static"
+WHIP_CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
+    "Access-Control-Expose-Headers": "Location, ETag, Link",
+}
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/offer", post_offer)
+    app.router.add_post("/whip", post_whip)
+    app.router.add_route("OPTIONS", "/whip", options_whip)
+    app.router.add_delete("/whip/{id}", delete_session)
+    app.router.add_route("OPTIONS", "/whip/{id}", options_whip)
+    app.router.add_get("/whip/{id}", get_session)
+    app.router.add_patch("/whip/{id}", patch_whip)
+    app.router.add_get("/sessions", list_sessions)
+    app.router.add_get("/sessions/{id}", get_session)
+    app.router.add_delete("/sessions/{id}", delete_session)
+    app.router.add_get("/providers", list_providers)
+    app.router.add_get("/healthz", healthz)
+    static_dir = Path(app[SETTINGS].static_dir or STATIC_DEFAULT)
+    app.router.add_get("/", index)
+    if static_dir.is_dir():
+        app.router.add_static("/static/", static_dir)
+
+
+async def _read_json(request: web.Request) -> dict[str, Any]:
+    if request.content_type not in ("application/json", "text/plain", ""):
+        raise BadRequest(
+            f"expected application/json, got {request.content_type}",
+            code="unsupported_media_type",
+            status=415,
+        )
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("request body is not valid JSON", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def _optional_str(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise BadRequest(f"'{key}' must be a non-empty string", code=f"invalid_{key}")
+    return value
+
+
+async def _start_session(
+    app: web.Application,
+    offer_sdp: object,
+    provider_name: str | None,
+    model: str | None,
+    session: object,
+    kind: str,
+) -> tuple[CallSession, str]:
+    settings, registry = app[SETTINGS], app[REGISTRY]
+    check_offer(offer_sdp)
+    registry.check_capacity()
+    name = provider_name or settings.default_provider
+    spec = PROVIDERS.get(name)
+    base = SessionConfig(voice=spec.default_voice or None) if spec else SessionConfig()
+    config = base.merged(session if session is not None else {})
+    provider = create_provider(settings, name, model, config)
+    call = CallSession(
+        session_id=secrets.token_urlsafe(12),
+        settings=settings,
+        provider=provider,
+        config=config,
+        kind=kind,
+        on_closed=registry.remove,
+    )
+    registry.add(call)
+    answer = await call.start(offer_sdp)
+    return call, answer
+
+
+async def post_offer(request: web.Request) -> web.Response:
+    """JSON offer in, JSON answer out: the demo page's and the SDK's way in."""
+    body = await _read_json(request)
+    if "sdp" not in body:
+        raise BadRequest("missing 'sdp'", code="invalid_sdp")
+    if body.get("type") != "offer":
+        raise BadRequest("'type' must be 'offer'", code="invalid_type")
+    call, answer = await _start_session(
+        request.app,
+        body["sdp"],
+        _optional_str(body, "provider"),
+        _optional_str(body, "model"),
+        body.get("session"),
+        kind="offer",
+    )
+    return web.json_response({"sdp": answer, "type": "answer", "session_id": call.id})
+
+
+async def post_whip(request: web.Request) -> web.Response:
+    """WHIP: ``application/sdp`` offer in, ``201 Created`` with the answer and a Location."""
+    if request.content_type != "application/sdp":
+        raise BadRequest(
+            "WHIP offers must be sent as application/sdp",
+            code="unsupported_media_type",
+            status=415,
+        )
+    sdp = (await request.read()).decode("utf-8", errors="replace")
+    query = request.query
+    call, answer = await _start_session(
+        request.app,
+        sdp,
+        query.get("provider") or None,
+        query.get("model") or None,
+        None,
+        kind="whip",
+    )
+    return web.Response(
+        status=201,
+        text=answer,
+        content_type="application/sdp",
+        headers={"Location": f"/whip/{call.id}", **WHIP_CORS},
+    )
+
+
+async def options_whip(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers={"Accept-Post": "application/sdp", **WHIP_CORS})
+
+
+async def patch_whip(request: web.Request) -> web.Response:
+    _session(request)
+    raise BadRequest(
+        "trickle ICE and ICE restart are not supported: the answer carries every candidate",
+        code="not_supported",
+        status=405,
+    )
+
+
+def _session(request: web.Request) -> CallSession:
+    call = request.app[REGISTRY].get(request.match_info["id"])
+    if call is None:
+        raise BadRequest("no such session", code="not_found", status=404)
+    return call
+
+
+async def get_session(request: web.Request) -> web.Response:
+    return web.json_response(_session(request).describe())
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    await _session(request).close("deleted")
+    return web.json_response({"status": "closed"}, headers=WHIP_CORS)
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    return web.json_response({"sessions": [s.describe() for s in request.app[REGISTRY]]})
+
+
+async def list_providers(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    default = settings.default_provider
+    items = []
+    for spec in PROVIDERS.values():
+        reason = spec.unavailable_reason(settings)
+        items.append(
+            {
+                "name": spec.name,
+                "available": reason is None,
+                "reason": reason,
+                "default": spec.name == default,
+                "default_model": spec.default_model,
+                "voices": list(spec.voices),
+                "default_voice": spec.default_voice,
+            }
+        )
+    return web.json_response({"providers": items})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "sessions": len(request.app[REGISTRY])})
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    static_dir = Path(request.app[SETTINGS].static_dir or STATIC_DEFAULT)
+    page = static_dir / "index.html"
+    if not page.is_file():
+        raise BadRequest(f"demo page not found in {static_dir}", code="not_found", status=404)
+    return web.FileResponse(page)

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from bridge import Settings, create_app
+from bridge.keys import REGISTRY
+from bridge.registry import SessionRegistry
+
+# Every peer in the tests, bridge and clients alike, uses loopback only.
+LOOPBACK = ("127.0.0.1",)
+
+
+def make_settings(**overrides: Any) -> Settings:
+    return Settings(ice_addresses=LOOPBACK, **overrides)
+
+
+class Bridge:
+    """A bridge app served on a real 127.0.0.1 socket, plus an HTTP client for it."""
+
+    def __init__(self, server: TestServer, http: aiohttp.ClientSession) -> None:
+        self.server = server
+        self.http = http
+        self.url = str(server.make_url("")).rstrip("/")
+
+    @property
+    def app(self) -> web.Application:
+        return self.server.app  # type: ignore[return-value]
+
+    @property
+    def registry(self) -> SessionRegistry:
+        return self.app[REGISTRY]
+
+    async def sessions(self) -> list[dict[str, Any]]:
+        async with self.http.get(f"{self.url}/sessions") as r:
+            return (await r.json())["sessions"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def start_bridge() -> AsyncIterator[Callable[..., Any]]:
+    started: list[tuple[TestServer, aiohttp.ClientSession]] = []
+
+    async def start(**overrides: Any) -> Bridge:
+        server = TestServer(create_app(make_settings(**overrides)), host="127.0.0.1")
+        await server.start_server()
+        http = aiohttp.ClientSession()
+        started.append((server, http))
+        return Bridge(server, http)
+
+    yield start
+    for server, http in started:
+        await http.close()
+        await server.close()
+
+
+@pytest.fixture
+async def bridge(start_bridge: Callable[..., Any]) -> Bridge:
+    return await start_bridge()  # type: ignore[no-any-return]
