@@ -86,7 +86,14 @@ def check_offer(sdp: object) -> MediaSection:
     """Validate an offer for a voice call; returns its audio section."""
     if not isinstance(sdp, str) or not sdp.strip():
         raise BadRequest("'sdp' must be a non-empty string", code="invalid_sdp")
-    audio = [m for m in parse_media(sdp) if m.kind == "audio" and m.port != 0]
+    sections = parse_media(sdp)
+    # WebRTC needs ICE credentials and a DTLS fingerprint; aiortc accepts offers without
+    # them and only fails later, in a background task, so refuse them here.
+    for attribute in ("a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:"):
+        if attribute not in sdp:
+            name = attribute[2:-1]
+            raise BadRequest(f"the offer has no {name} attribute", code="invalid_sdp")
+    audio = [m for m in sections if m.kind == "audio" and m.port != 0]
     if not audio:
         raise BadRequest("the offer has no audio m= section", code="no_audio", status=422)
     if len(audio) > 1:

@@ -23,7 +23,9 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 
-def tone(freq: float, seconds: float, rate: int, amplitude: float = 0.3, phase: int = 0) -> np.ndarray:
+def tone(
+    freq: float, seconds: float, rate: int, amplitude: float = 0.3, phase: int = 0
+) -> np.ndarray:
     n = int(seconds * rate)
     t = (np.arange(n) + phase) / rate
     return (np.sin(2 * np.pi * freq * t) * amplitude * 32767).astype(np.int16)
@@ -146,7 +148,12 @@ class ClientPeer:
 
     async def offer(self) -> str:
         caps = RTCRtpSender.getCapabilities("audio").codecs
-        wanted = [c for name in self._codecs for c in caps if c.mimeType.lower() == f"audio/{name.lower()}"]
+        wanted = [
+            c
+            for name in self._codecs
+            for c in caps
+            if c.mimeType.lower() == f"audio/{name.lower()}"
+        ]
         self.transceiver.setCodecPreferences(wanted)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return str(self.pc.localDescription.sdp)
@@ -165,7 +172,9 @@ class ClientPeer:
     def event_types(self) -> list[str]:
         return [e["type"] for _, e in self.events]
 
-    async def wait_event(self, kind: str, timeout: float = 10.0, after: int = 0) -> tuple[float, dict[str, Any]]:
+    async def wait_event(
+        self, kind: str, timeout: float = 10.0, after: int = 0
+    ) -> tuple[float, dict[str, Any]]:
         """The first event of ``kind`` at index >= ``after``, waiting for it if needed."""
         deadline = time.monotonic() + timeout
         while True:
@@ -174,7 +183,9 @@ class ClientPeer:
                     return t, e
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"no {kind!r} event within {timeout} s; got {self.event_types()}")
+                raise AssertionError(
+                    f"no {kind!r} event within {timeout} s; got {self.event_types()}"
+                )
             self._event_added.clear()
             try:
                 await asyncio.wait_for(self._event_added.wait(), remaining)

@@ -26,10 +26,14 @@ async def one_turn(bridge: Bridge, codecs: tuple[str, ...]) -> ClientPeer:
     client.mic.pause(1.0)
     await client.wait_event("usage", timeout=10)
     # The reply (about 1 s) plays after the turn's events; wait until it has been heard.
-    start, _ = await client.wait_event("speechStopped")
+    await client.wait_event("speechStopped")
     for _ in range(100):
         loud = client.heard.loud_frames()
-        if loud and loud[-1][0] - loud[0][0] > 0.8 and loud[-1][0] < asyncio.get_running_loop().time() - 0.2:
+        if (
+            loud
+            and loud[-1][0] - loud[0][0] > 0.8
+            and loud[-1][0] < asyncio.get_running_loop().time() - 0.2
+        ):
             break
         await asyncio.sleep(0.05)
     return client

@@ -118,6 +118,7 @@ class OutboundAudioTrack(MediaStreamTrack):
         self.late_resets = 0
         self.dropped_ms = 0
         self.last_audio_sent_at: float | None = None
+        self.last_flush_at: float | None = None
 
     # -- feeding -------------------------------------------------------------------------------
 
@@ -158,6 +159,8 @@ class OutboundAudioTrack(MediaStreamTrack):
         cut (the reply had already finished playing, or nothing was playing).
         """
         cut = self._buffered > 0
+        if cut:
+            self.last_flush_at = asyncio.get_running_loop().time()
         item = self._current_item
         if cut and item is None:
             item = self._segments[0].item_id

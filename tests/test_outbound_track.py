@@ -1,0 +1,115 @@
+"""The outbound track: paced 20 ms packets, silence when idle, flush, played-ms accounting."""
+
+from __future__ import annotations
+
+import asyncio
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+from aiortc.mediastreams import MediaStreamError
+
+from bridge.audio.outbound import OPUS, PCMU, OutboundAudioTrack
+
+from .peer import dominant_frequency, rms, tone
+
+
+def decode(packets: list[av.Packet], codec: str, rate: int) -> np.ndarray:
+    ctx = av.CodecContext.create(codec, "r")
+    ctx.sample_rate = rate
+    ctx.layout = "mono"
+    ctx.format = "s16"
+    out = []
+    for p in packets:
+        for frame in ctx.decode(p):
+            out.append(frame.to_ndarray().reshape(-1))
+    return np.concatenate(out)
+
+
+async def take(track: OutboundAudioTrack, n: int) -> list[av.Packet]:
+    return [await track.recv() for _ in range(n)]
+
+
+async def test_packets_are_paced_contiguous_20ms_opus() -> None:
+    track = OutboundAudioTrack()
+    track.push(tone(440, 0.5, 24000).tobytes(), "r1")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    packets = await take(track, 20)
+    elapsed = loop.time() - started
+    assert elapsed >= 19 * 0.020 - 0.005, "the track must pace, not burst"
+    assert elapsed < 1.5
+    assert [p.pts for p in packets] == [i * 960 for i in range(20)]
+    assert all(p.time_base == Fraction(1, 48000) for p in packets)
+    audio = decode(packets, "libopus", 48000)
+    assert abs(dominant_frequency(audio[4800:], 48000) - 440) < 10
+    assert track.played_ms("r1") == 400
+    assert track.buffered_ms == 100
+
+
+async def test_silence_when_idle_and_after_the_reply() -> None:
+    track = OutboundAudioTrack()
+    silent = decode(await take(track, 5), "libopus", 48000)
+    assert rms(silent) < 5
+    track.push(tone(440, 0.1, 24000).tobytes(), "r1")
+    audio = decode(await take(track, 12), "libopus", 48000)
+    assert rms(audio[: 48000 // 10]) > 1000
+    assert rms(audio[-48000 // 20 :]) < 50
+    assert track.played_ms("r1") == 100
+    assert not track.playing
+
+
+async def test_flush_cuts_at_once_and_reports_what_played() -> None:
+    track = OutboundAudioTrack()
+    track.push(tone(440, 1.0, 24000).tobytes(), "r1")
+    before = await take(track, 10)
+    cut = track.flush()
+    assert cut is not None and cut.item_id == "r1" and cut.played_ms == 200
+    assert track.buffered_ms == 0
+    audio = decode(before + await take(track, 5), "libopus", 48000)
+    blocks = [rms(audio[i : i + 240]) for i in range(0, audio.size, 240)]  # 5 ms blocks
+    assert min(blocks[10:38]) > 1000  # the reply played until the cut (after Opus warm-up)
+    # The codec's look-ahead and decay (a few ms) is all that follows the cut.
+    assert max(blocks[40 + 4 :]) < 50, [round(b) for b in blocks[36:]]
+    assert track.flush() is None  # nothing left to cut
+
+
+async def test_played_ms_is_counted_per_reply_item() -> None:
+    track = OutboundAudioTrack()
+    track.push(tone(440, 0.1, 24000).tobytes(), "a")
+    track.push(tone(660, 0.2, 24000).tobytes(), "b")
+    await take(track, 8)  # 160 ms: all of a, 60 ms of b
+    assert track.played_ms("a") == 100
+    assert track.played_ms("b") == 60
+    assert track.played_ms("unknown") == 0
+
+
+async def test_buffer_is_bounded() -> None:
+    track = OutboundAudioTrack(max_buffer_ms=1000)
+    track.push(tone(440, 1.5, 24000).tobytes(), "r1")
+    assert track.buffered_ms == 1000
+    assert track.dropped_ms == 500
+
+
+async def test_pcmu_packets_for_telephony_peers() -> None:
+    track = OutboundAudioTrack(codec=PCMU)
+    track.push(tone(440, 0.3, 24000).tobytes(), "r1")
+    packets = await take(track, 10)
+    assert [p.pts for p in packets] == [i * 160 for i in range(10)]
+    assert all(p.size == 160 and p.time_base == Fraction(1, 8000) for p in packets)
+    audio = decode(packets, "pcm_mulaw", 8000)
+    assert abs(dominant_frequency(audio, 8000) - 440) < 10
+
+
+async def test_codec_is_fixed_once_started_and_stop_ends_recv() -> None:
+    track = OutboundAudioTrack()
+    assert track.codec is OPUS
+    await track.recv()
+    with pytest.raises(RuntimeError):
+        track.set_codec(PCMU)
+    track.stop()
+    with pytest.raises(MediaStreamError):
+        await track.recv()
+    track.push(b"\x00\x00" * 480, "late")  # ignored after stop
+    assert track.buffered_ms == 0

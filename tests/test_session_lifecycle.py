@@ -1,0 +1,115 @@
+"""Sessions end for every reason, exactly once, and leave nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from typing import Any
+
+from aiortc import RTCPeerConnection
+
+from .conftest import Bridge
+from .peer import ClientPeer
+
+
+async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def our_tasks() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("session-")]
+
+
+def other_tasks() -> list[Any]:
+    """Every task but aiohttp's per-connection HTTP handlers (keep-alive is not a leak)."""
+    return [
+        t.get_coro()
+        for t in asyncio.all_tasks()
+        if getattr(t.get_coro(), "__qualname__", "") != "RequestHandler.start"
+    ]
+
+
+async def no_sessions(bridge: Bridge) -> bool:
+    return await bridge.sessions() == []
+
+
+async def test_connect_timeout_ends_a_session_that_never_connects(start_bridge: Any) -> None:
+    bridge = await start_bridge(connect_timeout=0.5)
+    client = ClientPeer()
+    sdp = await client.offer()
+    async with bridge.http.post(f"{bridge.url}/offer", json={"sdp": sdp, "type": "offer"}) as r:
+        assert r.status == 200
+    (session,) = list(bridge.registry)
+    # The client never applies the answer, so ICE never starts.
+    await wait_until(lambda: no_sessions(bridge), timeout=5)
+    assert session.close_reason == "connect_timeout"
+    await client.close()
+
+
+async def test_inactivity_timeout_ends_a_silent_peer(start_bridge: Any) -> None:
+    bridge = await start_bridge(inactivity_timeout=0.5)
+    client = ClientPeer()
+    await client.connect(bridge.http, bridge.url)
+    await client.wait_connected()
+    (session,) = list(bridge.registry)
+    client.transceiver.sender.replaceTrack(None)  # the peer stays connected but sends nothing
+    await wait_until(lambda: no_sessions(bridge), timeout=5)
+    assert session.close_reason == "inactive"
+    _, close = await client.wait_event("close")
+    assert close["reason"] == "inactive"
+    await client.close()
+
+
+async def test_peer_close_ends_the_session(bridge: Bridge) -> None:
+    client = ClientPeer()
+    await client.connect(bridge.http, bridge.url)
+    await client.wait_connected()
+    (session,) = list(bridge.registry)
+    await client.close()
+    await wait_until(lambda: no_sessions(bridge), timeout=5)
+    assert session.close_reason in ("peer_closed", "peer_failed")
+
+
+async def test_delete_sends_close_event_and_is_idempotent(bridge: Bridge) -> None:
+    client = ClientPeer()
+    await client.connect(bridge.http, bridge.url)
+    await client.wait_connected()
+    await client.wait_event("open")
+    (session,) = list(bridge.registry)
+    async with bridge.http.delete(f"{bridge.url}/sessions/{client.session_id}") as r:
+        assert r.status == 200
+    _, close = await client.wait_event("close")
+    assert close["reason"] == "deleted"
+    await session.close("again")  # a second close is a no-op
+    assert session.close_reason == "deleted"
+    assert await bridge.sessions() == []
+    await client.close()
+
+
+async def test_thirty_connect_disconnect_cycles_leave_nothing(bridge: Bridge) -> None:
+    await asyncio.sleep(0.1)
+    baseline_tasks = len(other_tasks())
+    for cycle in range(30):
+        client = ClientPeer()
+        await client.connect(bridge.http, bridge.url)
+        await client.wait_connected()
+        if cycle % 2:
+            async with bridge.http.delete(f"{bridge.url}/sessions/{client.session_id}") as r:
+                assert r.status == 200
+            await client.close()
+        else:
+            await client.close()
+        await wait_until(lambda: no_sessions(bridge), timeout=5)
+    assert our_tasks() == []
+    try:
+        await wait_until(lambda: asyncio.sleep(0, len(other_tasks()) <= baseline_tasks))
+    except AssertionError:
+        raise AssertionError(f"tasks left: {other_tasks()}") from None
+    del client  # the test's own last client
+    gc.collect()
+    peers = [o for o in gc.get_objects() if isinstance(o, RTCPeerConnection)]
+    assert peers == [], f"{len(peers)} peer connections still alive"
