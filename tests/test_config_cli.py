@@ -96,3 +96,13 @@ async def test_serve_runs_the_service_and_stops_cleanly() -> None:
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert f"http://127.0.0.1:{port}/" in out
+
+
+def test_readme_documents_every_setting() -> None:
+    from pathlib import Path
+
+    from bridge.config import env_name, public_fields
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    missing = [env_name(f.name) for f in public_fields() if f"`{env_name(f.name)}`" not in readme]
+    assert missing == []
