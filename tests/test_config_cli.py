@@ -106,3 +106,41 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     missing = [env_name(f.name) for f in public_fields() if f"`{env_name(f.name)}`" not in readme]
     assert missing == []
+
+
+async def test_the_readme_run_command_serves_the_demo_page() -> None:
+    """``./run`` (the README's first command) sets itself up and serves the page."""
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "VIRTUAL_ENV"))}
+    proc = subprocess.Popen(
+        [str(root / "run"), "--port", str(port), "--ice-addresses", "127.0.0.1"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(1200):  # the first run may install the package
+                if proc.poll() is not None:
+                    raise AssertionError(proc.stdout.read() if proc.stdout else "exited")
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/") as r:
+                        assert r.status == 200
+                        assert "rtc-bridge" in await r.text()
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("./run did not serve the page")
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
