@@ -22,12 +22,15 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import numpy as np
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
 from av import AudioFrame
 
 from . import events as ev
+from .audio import g711
+from .audio.format import PCM16_24K
 from .audio.outbound import OPUS, PCMA, PCMU, OutboundAudioTrack
 from .audio.resample import Chunker, Resampler
 from .config import Settings
@@ -77,6 +80,7 @@ class CallSession:
         self.created_at = time.time()
         self.close_reason: str | None = None
         self.codec: str | None = None
+        self.input_format = PCM16_24K
         self.track = OutboundAudioTrack(max_buffer_ms=settings.max_reply_buffer_ms)
         self._on_closed = on_closed
         self._pc = RTCPeerConnection(rtc_configuration(settings.ice_servers))
@@ -118,6 +122,8 @@ class CallSession:
             raise BadRequest(f"the offer could not be used: {exc}", code="invalid_sdp") from None
         self.codec = codec.name
         self.track.set_codec(codec)
+        self.input_format, output_format = self.provider.configure_audio(codec.name.lower())
+        self.track.set_source(output_format)
         self._spawn(self._watch_connect(), "connect-watchdog")
         self._spawn(self._run_provider(), "provider")
         self._spawn(self._serve_client_events(), "client-events")
@@ -209,11 +215,15 @@ class CallSession:
             self._spawn(_drain(track), f"drain-{track.kind}")
 
     async def _pump_inbound(self, track: MediaStreamTrack) -> None:
-        """Peer audio -> one stateful resampler -> 20 ms PCM16 chunks -> provider."""
+        """Peer audio -> one stateful resampler -> 20 ms chunks -> provider.
+
+        For a G.711 provider the decoded 8 kHz samples are re-encoded, not resampled (mu-law
+        decode then encode gives back the peer's own bytes).
+        """
         await self._connected.wait()
-        rate = self.provider.input_rate
-        resampler = Resampler(rate)
-        chunker = Chunker(rate * 20 // 1000)
+        fmt = self.input_format
+        resampler = Resampler(fmt.rate)
+        chunker = Chunker(fmt.rate * 20 // 1000)
         timeout = self.settings.inactivity_timeout
         while True:
             try:
@@ -229,6 +239,8 @@ class CallSession:
                 continue
             for chunk in chunker.push(resampler.resample(frame)):
                 self.audio_in_ms += 20
+                if fmt.is_g711:
+                    chunk = g711.encode(np.frombuffer(chunk, dtype="<i2"), fmt.encoding)
                 self.provider.send_audio(chunk)
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
@@ -350,6 +362,11 @@ class CallSession:
             "provider": self.provider.name,
             "model": self.provider.model,
             "codec": self.codec,
+            "provider_audio": {
+                "input": self.input_format.encoding,
+                "input_rate": self.input_format.rate,
+                "output_passthrough": self.track.passthrough,
+            },
             "created_at": self.created_at,
             "audio_in_ms": self.audio_in_ms,
             "reply_buffered_ms": self.track.buffered_ms,

@@ -9,6 +9,7 @@ thread-pool hop per frame, which cost about 3x the CPU of the encoding itself.
 Provider audio is buffered at its own rate (bounded) and resampled once per frame with one
 stateful resampler, straight to the codec's native rate (48 kHz Opus, 8 kHz G.711), which also
 avoids the extra 20 ms frame that aiortc's own encoder holds back for non-native input rates.
+G.711 from the provider to a G.711 peer is not touched at all: its bytes become the packets.
 
 The track counts what it really sent per reply item, so barge-in can tell the provider how much
 of a reply the user actually heard (never wall clock).
@@ -28,6 +29,8 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.audio.codeccontext import AudioCodecContext
 
+from . import g711
+from .format import PCM16_24K, AudioFormat
 from .resample import PCM16, Resampler, pcm_frame
 
 log = logging.getLogger(__name__)
@@ -66,7 +69,7 @@ class Playback:
 @dataclass
 class _Segment:
     item_id: str
-    samples: PCM16
+    samples: np.ndarray[Any, Any]  # int16 PCM, or uint8 G.711 in passthrough mode
     pos: int = 0
 
 
@@ -91,21 +94,21 @@ class OutboundAudioTrack(MediaStreamTrack):
     def __init__(
         self,
         *,
-        source_rate: int = 24000,
+        source: AudioFormat = PCM16_24K,
         max_buffer_ms: int = 60_000,
         max_lateness_ms: int = 200,
         codec: OutboundCodec = OPUS,
     ) -> None:
         super().__init__()
-        self.source_rate = source_rate
-        self._source_frame = source_rate * FRAME_MS // 1000
-        self._max_buffered = source_rate * max_buffer_ms // 1000
+        self._max_buffer_ms = max_buffer_ms
         self._max_lateness = max_lateness_ms / 1000
         self._segments: deque[_Segment] = deque()
         self._buffered = 0
         self._played: OrderedDict[str, int] = OrderedDict()  # item -> source samples sent
         self._current_item: str | None = None
         self._codec = codec
+        self._source = source
+        self._configure()
         self._resampler: Resampler | None = None
         self._encoder: AudioCodecContext | None = None
         self._fifo: PCM16 = np.zeros(0, dtype=np.int16)
@@ -120,6 +123,17 @@ class OutboundAudioTrack(MediaStreamTrack):
         self.last_audio_sent_at: float | None = None
         self.last_flush_at: float | None = None
 
+    def _configure(self) -> None:
+        source, codec = self._source, self._codec
+        self.passthrough = source.is_g711 and source.encoding == codec.name.lower()
+        # Buffered units: G.711 bytes in passthrough, else PCM16 samples at the source rate
+        # (G.711 for an Opus peer is decoded on arrival).
+        self.source_rate = source.rate
+        self._dtype = np.uint8 if self.passthrough else np.int16
+        self._silence = g711.silence_byte(source.encoding) if self.passthrough else 0
+        self._source_frame = self.source_rate * FRAME_MS // 1000
+        self._max_buffered = self.source_rate * self._max_buffer_ms // 1000
+
     # -- feeding -------------------------------------------------------------------------------
 
     @property
@@ -128,19 +142,35 @@ class OutboundAudioTrack(MediaStreamTrack):
 
     def set_codec(self, codec: OutboundCodec) -> None:
         """Set the negotiated codec; only before the first ``recv()``."""
-        if self._encoder is not None:
-            raise RuntimeError("the codec cannot change once the track has started")
+        self._check_unstarted()
         self._codec = codec
+        self._configure()
 
-    def push(self, pcm: bytes, item_id: str) -> None:
-        """Queue reply audio (PCM16 LE mono at ``source_rate``) for playback.
+    def set_source(self, source: AudioFormat) -> None:
+        """Set the provider's audio format; only before any audio was pushed or played."""
+        self._check_unstarted()
+        self._source = source
+        self._configure()
+
+    def _check_unstarted(self) -> None:
+        if self._encoder is not None or self._frames or self._segments:
+            raise RuntimeError("the track's formats cannot change once it has started")
+
+    def push(self, data: bytes, item_id: str) -> None:
+        """Queue reply audio (in the source format) for playback.
 
         The buffer is bounded: audio beyond ``max_buffer_ms`` is dropped (and counted) rather
         than blocking the provider's event stream, which must keep flowing for barge-in.
         """
-        if self.readyState != "live" or not pcm:
+        if self.readyState != "live" or not data:
             return
-        samples = np.frombuffer(pcm, dtype="<i2").astype(np.int16, copy=False)
+        samples: np.ndarray[Any, Any]
+        if self.passthrough:
+            samples = np.frombuffer(data, dtype=np.uint8)
+        elif self._source.is_g711:
+            samples = g711.decode(data, self._source.encoding)
+        else:
+            samples = np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)
         room = self._max_buffered - self._buffered
         if samples.size > room:
             dropped = samples.size - max(room, 0)
@@ -211,12 +241,12 @@ class OutboundAudioTrack(MediaStreamTrack):
             self.last_audio_sent_at = loop.time()
         return packet
 
-    def _take(self, n: int) -> tuple[PCM16, bool]:
+    def _take(self, n: int) -> tuple[np.ndarray[Any, Any], bool]:
         """Take ``n`` source samples from the buffer, padding with silence; count played."""
         if not self._buffered:
             self._current_item = None
-            return np.zeros(n, dtype=np.int16), False
-        out = np.zeros(n, dtype=np.int16)
+            return np.full(n, self._silence, dtype=self._dtype), False
+        out = np.full(n, self._silence, dtype=self._dtype)
         filled = 0
         while filled < n and self._segments:
             seg = self._segments[0]
@@ -239,8 +269,14 @@ class OutboundAudioTrack(MediaStreamTrack):
             while len(self._played) > _REMEMBERED_ITEMS:
                 self._played.popitem(last=False)
 
-    def _encode(self, samples: PCM16) -> av.Packet[Any]:
+    def _encode(self, samples: np.ndarray[Any, Any]) -> av.Packet[Any]:
         codec = self._codec
+        if self.passthrough:
+            raw: av.Packet[Any] = av.Packet(samples.tobytes())
+            raw.pts = self._pts
+            raw.time_base = Fraction(1, codec.rate)
+            self._pts += samples.size
+            return raw
         if self._encoder is None:
             self._encoder = _encoder(codec)
             self._resampler = Resampler(codec.rate)
@@ -255,7 +291,7 @@ class OutboundAudioTrack(MediaStreamTrack):
         packets = self._encoder.encode(pcm_frame(frame_samples, codec.rate, self._pts))
         if len(packets) != 1:
             raise MediaStreamError(f"{codec.av_codec} returned {len(packets)} packets")
-        packet: av.Packet[Any] = packets[0]
+        packet = packets[0]
         packet.pts = self._pts
         packet.time_base = Fraction(1, codec.rate)
         self._pts += n

@@ -1,7 +1,8 @@
 """The provider contract every voice backend implements.
 
-A provider is one live conversation with a model. The session feeds it PCM16 mono at
-``input_rate`` and reads neutral events (:mod:`bridge.events`) from :meth:`Provider.events`
+A provider is one live conversation with a model. Once the peer's codec is negotiated the
+session asks it which audio formats it wants (:meth:`Provider.configure_audio`), feeds it audio
+in that format and reads neutral events (:mod:`bridge.events`) from :meth:`Provider.events`
 until that iterator ends. ``send_audio`` never blocks: a provider whose socket is slow queues
 a bounded amount and drops the oldest audio, so a stalled provider can't stall the peer.
 """
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..audio.format import AudioFormat
 from ..audio.outbound import Playback
 from ..config import Settings
 from ..events import Event
@@ -21,14 +23,17 @@ from ..session_config import SessionConfig
 class Provider(Protocol):
     name: str
     model: str
-    input_rate: int
-    """Sample rate (Hz) of the PCM16 mono audio ``send_audio`` takes."""
+
+    def configure_audio(self, peer_codec: str) -> tuple[AudioFormat, AudioFormat]:
+        """Formats (input, output) to use with a peer speaking ``peer_codec`` (``opus``,
+        ``pcmu``, ``pcma``); called once, before :meth:`connect`."""
+        ...
 
     async def connect(self) -> None:
         """Open the provider session; raises :class:`~bridge.errors.ProviderError`."""
 
     def send_audio(self, pcm: bytes) -> None:
-        """Queue a chunk of user audio (PCM16 LE mono at ``input_rate``); never blocks."""
+        """Queue a 20 ms chunk of user audio in the input format; never blocks."""
 
     async def send_text(self, text: str) -> None:
         """Add a typed user message and ask for a reply."""

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 
 from .. import events as ev
+from ..audio.format import PCM16_24K, AudioFormat
 from ..audio.outbound import Playback
 from ..audio.vad import EnergyVad, VadEvent
 from ..config import Settings
@@ -28,7 +29,6 @@ VOICES = ("echo",)
 
 class EchoProvider:
     name = "echo"
-    input_rate = RATE
 
     def __init__(self, settings: Settings, model: str, config: SessionConfig) -> None:
         self.model = model or "echo"
@@ -44,6 +44,9 @@ class EchoProvider:
         self._turns = itertools.count(1)
         self._closed = False
         self.audio_in_ms = 0
+
+    def configure_audio(self, peer_codec: str) -> tuple[AudioFormat, AudioFormat]:
+        return PCM16_24K, PCM16_24K
 
     async def connect(self) -> None:
         self._emit(ev.Open())
