@@ -64,6 +64,22 @@ class Settings:
     echo_max_utterance_ms: int = _setting(
         30_000, "echo provider: longest utterance it keeps to replay, in ms", min=100
     )
+    openai_url: str = _setting(
+        "wss://api.openai.com/v1/realtime", "OpenAI Realtime WebSocket URL (an emulator in tests)"
+    )
+    openai_session_cap: float = _setting(
+        3300.0,
+        "seconds before an OpenAI session is renewed at a turn boundary (cap: 60 min)",
+        min=1,
+    )
+    provider_reconnects: int = _setting(
+        3, "reconnection attempts after a transient provider drop", min=0, max=20
+    )
+    provider_ping_interval: float = _setting(
+        20.0,
+        "seconds between WebSocket pings to the provider (a silent socket is dropped)",
+        min=0.1,
+    )
     log_level: str = _setting("info", "debug, info, warning or error")
     static_dir: str = _setting("", "folder of the demo page (default: the repo's static/)")
     openai_api_key: str = field(default="", repr=False, metadata={"secret": "OPENAI_API_KEY"})
@@ -81,6 +97,8 @@ class Settings:
             raise ConfigError(f"provider must be one of {', '.join(PROVIDER_NAMES)}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if not self.openai_url.startswith(("ws://", "wss://")):
+            raise ConfigError(f"openai_url must be a ws:// or wss:// URL (got {self.openai_url!r})")
         for url in self.ice_servers:
             if not url.startswith(("stun:", "turn:", "turns:")):
                 raise ConfigError(f"ice_servers: {url!r} is not a stun:, turn: or turns: URL")

@@ -47,11 +47,12 @@ class SpeechStopped:
 
 @dataclass(frozen=True, slots=True)
 class AudioOut:
-    """Reply audio: PCM16 little-endian mono at ``rate``, part of the reply ``item_id``."""
+    """Reply audio of reply ``item_id``: PCM16 LE mono at ``rate``, or G.711 bytes."""
 
     pcm: bytes = field(repr=False)
     rate: int
     item_id: str
+    encoding: str = "pcm16"
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,3 +61,42 @@ async def start_bridge() -> AsyncIterator[Callable[..., Any]]:
 @pytest.fixture
 async def bridge(start_bridge: Callable[..., Any]) -> Bridge:
     return await start_bridge()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def start_openai_emulator() -> AsyncIterator[Callable[..., Any]]:
+    from bridge.emulators.openai import OpenAIEmulator, OpenAIEmulatorOptions
+
+    started: list[OpenAIEmulator] = []
+
+    async def start(**options: Any) -> OpenAIEmulator:
+        emulator = OpenAIEmulator(OpenAIEmulatorOptions(**options))
+        await emulator.start()
+        started.append(emulator)
+        return emulator
+
+    yield start
+    for emulator in started:
+        await emulator.stop()
+
+
+OPENAI_TEST_KEY = "sk-test-0123456789abcdef"
+
+
+@pytest.fixture
+async def openai_bridge(
+    start_bridge: Callable[..., Any], start_openai_emulator: Callable[..., Any]
+) -> Callable[..., Any]:
+    """Start an emulator with the given options and a bridge pointed at it."""
+
+    async def start(bridge_settings: dict[str, Any] | None = None, **options: Any) -> Any:
+        emulator = await start_openai_emulator(**options)
+        bridge = await start_bridge(
+            provider="openai",
+            openai_url=emulator.url,
+            openai_api_key=OPENAI_TEST_KEY,
+            **(bridge_settings or {}),
+        )
+        return bridge, emulator
+
+    return start

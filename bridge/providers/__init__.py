@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..config import Settings
 from ..errors import BadRequest
 from ..session_config import SessionConfig
-from . import echo
+from . import echo, openai
 from .base import Provider, ProviderSpec
 
 __all__ = ["PROVIDERS", "Provider", "ProviderSpec", "create_provider"]
@@ -35,7 +35,14 @@ PROVIDERS: dict[str, ProviderSpec] = {
         create=echo.EchoProvider,
         unavailable_reason=echo.unavailable_reason,
     ),
-    "openai": _not_built("openai"),
+    "openai": ProviderSpec(
+        name="openai",
+        default_model=openai.DEFAULT_MODEL,
+        voices=openai.VOICES,
+        default_voice="marin",
+        create=openai.OpenAIProvider,
+        unavailable_reason=openai.unavailable_reason,
+    ),
     "gemini": _not_built("gemini"),
 }
 
