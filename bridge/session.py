@@ -47,6 +47,7 @@ MAX_PENDING_EVENTS = 512
 MAX_CHANNEL_MESSAGE = 64 * 1024
 MAX_CLIENT_BACKLOG = 64
 CLOSE_FLUSH_S = 0.2
+ERROR_DELIVERY_GRACE_S = 5.0
 PROVIDER_CONNECT_TIMEOUT_S = 15.0
 
 
@@ -88,6 +89,7 @@ class CallSession:
         self._pending: deque[str] = deque(maxlen=MAX_PENDING_EVENTS)
         self._tasks: set[asyncio.Task[None]] = set()
         self._connected = asyncio.Event()
+        self._channel_open = asyncio.Event()
         self._shutdown_task: asyncio.Task[None] | None = None
         self._client_events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(MAX_CLIENT_BACKLOG)
         self.audio_in_ms = 0
@@ -149,6 +151,12 @@ class CallSession:
     async def _shutdown(self) -> None:
         try:
             self._send_wire({"type": "close", "reason": self.close_reason})
+            if self._pending and self._pc.connectionState in ("new", "connecting"):
+                # The call failed before the peer was up (e.g. a bad provider key): give the
+                # peer a short while to open its channel so it learns why.
+                with contextlib.suppress(TimeoutError):
+                    grace = min(ERROR_DELIVERY_GRACE_S, self.settings.connect_timeout)
+                    await asyncio.wait_for(self._channel_open.wait(), grace)
             await self._flush_channel()
             current = asyncio.current_task()
             tasks = [t for t in self._tasks if t is not current]
@@ -254,6 +262,7 @@ class CallSession:
             channel.on("open", self._flush_pending)
 
     def _flush_pending(self) -> None:
+        self._channel_open.set()
         while self._pending and self._channel is not None:
             self._channel.send(self._pending.popleft())
 
@@ -314,8 +323,11 @@ class CallSession:
             async with asyncio.timeout(PROVIDER_CONNECT_TIMEOUT_S):
                 await self.provider.connect()
         except (BridgeError, TimeoutError, OSError) as exc:
-            message = exc.message if isinstance(exc, BridgeError) else "provider did not answer"
-            self._send_event(ev.Error("provider_unavailable", message, fatal=True))
+            if isinstance(exc, BridgeError):
+                code, message = exc.code, exc.message
+            else:
+                code, message = "provider_unavailable", "the provider did not answer"
+            self._send_event(ev.Error(code, message, fatal=True))
             self.end("provider_error")
             return
         async for event in self.provider.events():
@@ -348,7 +360,7 @@ class CallSession:
         if channel is not None and channel.readyState == "open":
             channel.send(text)
             self.events_sent += 1
-        elif self.state in (State.NEW, State.CONNECTING, State.ACTIVE):
+        elif self.state is not State.CLOSED:
             self._pending.append(text)
 
     # -- reporting -----------------------------------------------------------------------------

@@ -714,6 +714,7 @@ class OpenAIEmulator:
             process_request=self._check_request,
             select_subprotocol=_select_subprotocol,
             max_size=None,
+            close_timeout=1.0,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 

@@ -50,6 +50,7 @@ VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse",
 MAX_QUEUED_AUDIO = 250  # 20 ms chunks: 5 s of user audio while a socket is replaced
 MAX_APPEND_CHUNKS = 5  # merge up to 100 ms per append when audio has queued up
 OPEN_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 1.0  # a dead provider won't answer our close frame: don't wait long for it
 TRANSIENT_CLOSE_CODES = {1001, 1006, 1011, 1012, 1013, 1014}
 HTTP_FATAL = {
     401: ("invalid_api_key", "OpenAI rejected the API key (HTTP 401): check OPENAI_API_KEY"),
@@ -156,6 +157,7 @@ class OpenAIProvider:
                 open_timeout=OPEN_TIMEOUT_S,
                 ping_interval=interval,
                 ping_timeout=interval,
+                close_timeout=CLOSE_TIMEOUT_S,
                 max_size=None,
                 logger=_ws_log,
             )
