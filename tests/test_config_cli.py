@@ -144,3 +144,32 @@ async def test_the_readme_run_command_serves_the_demo_page() -> None:
         os.killpg(proc.pid, signal.SIGINT)
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+async def test_emulate_command_serves_the_openai_protocol() -> None:
+    import json
+
+    import websockets
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = run_bridge("emulate", "openai", "--port", str(port), "--reply", "tone")
+    try:
+        for _ in range(200):
+            try:
+                ws = await websockets.connect(
+                    f"ws://127.0.0.1:{port}/v1/realtime",
+                    additional_headers={"Authorization": "Bearer k"},
+                )
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the emulator did not start")
+        async with ws:
+            assert json.loads(await ws.recv())["type"] == "session.created"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert "BRIDGE_OPENAI_URL" in out

@@ -113,3 +113,32 @@ async def test_codec_is_fixed_once_started_and_stop_ends_recv() -> None:
         await track.recv()
     track.push(b"\x00\x00" * 480, "late")  # ignored after stop
     assert track.buffered_ms == 0
+
+
+async def test_g711_from_the_provider_passes_through_to_a_g711_peer() -> None:
+    from bridge.audio import g711
+    from bridge.audio.format import PCMU_8K
+
+    track = OutboundAudioTrack(codec=PCMU)
+    track.set_source(PCMU_8K)
+    assert track.passthrough
+    ulaw = g711.encode(tone(440, 0.1, 8000), "pcmu")
+    track.push(ulaw, "r1")
+    packets = await take(track, 7)
+    assert b"".join(bytes(p) for p in packets[:5]) == ulaw  # the provider's bytes, untouched
+    assert bytes(packets[5]) == b"\xff" * 160  # mu-law silence after the reply
+    assert track.played_ms("r1") == 100
+
+
+async def test_g711_from_the_provider_is_decoded_for_an_opus_peer() -> None:
+    from bridge.audio import g711
+    from bridge.audio.format import PCMU_8K
+
+    track = OutboundAudioTrack(codec=OPUS)
+    track.set_source(PCMU_8K)
+    assert not track.passthrough
+    track.push(g711.encode(tone(440, 0.4, 8000), "pcmu"), "r1")
+    audio = decode(await take(track, 20), "libopus", 48000)
+    assert abs(dominant_frequency(audio[4800:19200], 48000) - 440) < 10
+    with pytest.raises(RuntimeError):
+        track.set_source(PCMU_8K)

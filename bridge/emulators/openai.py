@@ -20,6 +20,7 @@ import contextlib
 import copy
 import itertools
 import json
+import logging
 import math
 import secrets
 import time
@@ -38,6 +39,10 @@ from ..audio import g711
 from ..audio.format import AudioFormat
 from ..audio.resample import Resampler
 from ..audio.vad import EnergyVad, VadEvent
+
+# websockets logs request headers (API keys) at DEBUG: use a logger that never does.
+_ws_log = logging.getLogger("bridge.emulators.websocket")
+_ws_log.setLevel(logging.INFO)
 
 CLIENT_EVENTS = (
     "session.update",
@@ -715,6 +720,7 @@ class OpenAIEmulator:
             select_subprotocol=_select_subprotocol,
             max_size=None,
             close_timeout=1.0,
+            logger=_ws_log,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 

@@ -1,0 +1,273 @@
+"""The OpenAI translator from literal JSON: every server event it handles, every command."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from bridge import events as ev
+from bridge.audio.format import PCMU_8K
+from bridge.audio.outbound import Playback
+from bridge.providers.openai_protocol import OpenAIRealtimeProtocol
+from bridge.session_config import SessionConfig
+
+B64_100MS = base64.b64encode(b"\x01\x00" * 2400).decode()  # 100 ms of PCM16 at 24 kHz
+
+
+def proto(model: str = "gpt-realtime", **config: Any) -> OpenAIRealtimeProtocol:
+    return OpenAIRealtimeProtocol(model, SessionConfig().merged(config))
+
+
+def feed(p: OpenAIRealtimeProtocol, *messages: str) -> list[ev.Event]:
+    out: list[ev.Event] = []
+    for m in messages:
+        out.extend(p.receive(m))
+    return out
+
+
+def test_session_updated_opens_once_across_connections() -> None:
+    p = proto()
+    assert feed(p, '{"type":"session.created","event_id":"e1","session":{}}') == []
+    assert feed(p, '{"type":"session.updated","event_id":"e2","session":{}}') == [ev.Open()]
+    p.new_connection()
+    assert feed(p, '{"type":"session.updated","event_id":"e3","session":{}}') == []
+    assert p.conn.configured
+
+
+def test_vad_events() -> None:
+    p = proto()
+    started = (
+        '{"type":"input_audio_buffer.speech_started","audio_start_ms":1236,"item_id":"item_U"}'
+    )
+    stopped = '{"type":"input_audio_buffer.speech_stopped","audio_end_ms":3808,"item_id":"item_U"}'
+    assert feed(p, started) == [ev.SpeechStarted()]
+    assert not p.at_turn_boundary
+    assert feed(p, stopped) == [ev.SpeechStopped()]
+    assert p.at_turn_boundary
+
+
+def test_a_voice_turn_in_ga_order() -> None:
+    p = proto()
+    where = '"response_id":"resp_1","item_id":"item_A","output_index":0,"content_index":0'
+    events = feed(
+        p,
+        '{"type":"input_audio_buffer.committed","previous_item_id":null,"item_id":"item_U"}',
+        '{"type":"conversation.item.added","item":{"id":"item_U","type":"message"}}',
+        '{"type":"conversation.item.done","item":{"id":"item_U","type":"message"}}',
+        '{"type":"conversation.item.input_audio_transcription.delta","item_id":"item_U",'
+        '"content_index":0,"delta":"Hey","obfuscation":"x"}',
+        '{"type":"conversation.item.input_audio_transcription.completed","item_id":"item_U",'
+        '"content_index":0,"transcript":"Hey there"}',
+        '{"type":"response.created","response":{"id":"resp_1","status":"in_progress"}}',
+        '{"type":"response.output_item.added","response_id":"resp_1","output_index":0,"item":{}}',
+        '{"type":"response.content_part.added",' + where + ',"part":{"type":"audio"}}',
+        '{"type":"response.output_audio_transcript.delta",' + where + ',"delta":"Hi"}',
+        '{"type":"response.output_audio.delta",' + where + ',"delta":"' + B64_100MS + '"}',
+        '{"type":"response.output_audio.done",' + where + "}",
+        '{"type":"response.output_audio_transcript.done",' + where + ',"transcript":"Hi!"}',
+        '{"type":"response.content_part.done",' + where + ',"part":{"type":"audio"}}',
+        '{"type":"response.output_item.done","response_id":"resp_1","output_index":0,"item":{}}',
+        '{"type":"rate_limits.updated","rate_limits":[]}',
+    )
+    assert events[0] == ev.Transcript("user", "Hey", final=False)
+    assert events[1] == ev.Transcript("user", "Hey there", final=True)
+    assert events[2] == ev.Transcript("assistant", "Hi", final=False)
+    audio = events[3]
+    assert isinstance(audio, ev.AudioOut)
+    assert (audio.item_id, audio.rate, len(audio.pcm)) == ("item_A", 24000, 4800)
+    assert events[4] == ev.Transcript("assistant", "Hi!", final=True)
+    assert len(events) == 5
+    assert not p.at_turn_boundary  # the response is still open
+    usage = {
+        "total_tokens": 320,
+        "input_tokens": 132,
+        "output_tokens": 188,
+        "input_token_details": {
+            "text_tokens": 59, "audio_tokens": 73, "image_tokens": 0, "cached_tokens": 64,
+            "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 64, "image_tokens": 0},
+        },
+        "output_token_details": {"text_tokens": 41, "audio_tokens": 147},
+    }  # fmt: skip
+    done = json.dumps(
+        {"type": "response.done", "response": {"status": "completed", "usage": usage}}
+    )
+    turn, cost = feed(p, done)
+    assert turn == ev.TurnComplete()
+    assert isinstance(cost, ev.Usage) and cost.usage == usage
+    # 59 text * 4 + 9 audio * 32 + 64 cached audio * 0.4 + 41 * 16 + 147 * 64 (per 1M)
+    assert cost.cost_usd == pytest.approx((59 * 4 + 9 * 32 + 64 * 0.4 + 41 * 16 + 147 * 64) / 1e6)
+    assert p.at_turn_boundary
+    assert p.unknown_events == {}
+    assert p.history == [("user", "Hey there"), ("assistant", "Hi!")]
+
+
+def test_beta_event_names_are_understood() -> None:
+    p = proto("gpt-4o-realtime-preview-2024-12-17")
+    assert p.beta
+    where = '"response_id":"r","item_id":"item_B","output_index":0,"content_index":0'
+    events = feed(
+        p,
+        '{"type":"conversation.item.created","item":{}}',
+        '{"type":"response.audio_transcript.delta",' + where + ',"delta":"Yo"}',
+        '{"type":"response.audio.delta",' + where + ',"delta":"' + B64_100MS + '"}',
+        '{"type":"response.audio.done",' + where + "}",
+        '{"type":"response.audio_transcript.done",' + where + ',"transcript":"Yo."}',
+        '{"type":"response.text.delta",' + where + ',"delta":"t"}',
+        '{"type":"response.text.done",' + where + ',"text":"t"}',
+    )
+    assert [type(e).__name__ for e in events] == [
+        "Transcript", "AudioOut", "Transcript", "TextDelta",
+    ]  # fmt: skip
+    assert p.unknown_events == {}
+
+
+def test_text_output() -> None:
+    p = proto(output_modalities=["text"])
+    where = '"response_id":"r","item_id":"item_T","output_index":0,"content_index":0'
+    events = feed(
+        p,
+        '{"type":"response.output_text.delta",' + where + ',"delta":"Sure, "}',
+        '{"type":"response.output_text.delta",' + where + ',"delta":"yes."}',
+        '{"type":"response.output_text.done",' + where + ',"text":"Sure, yes."}',
+    )
+    assert events == [ev.TextDelta("Sure, "), ev.TextDelta("yes.")]
+    assert p.history == [("assistant", "Sure, yes.")]
+
+
+def test_unknown_and_malformed_messages_are_counted_not_fatal() -> None:
+    p = proto()
+    assert feed(p, '{"type":"brand.new.event"}', "not json", "[1]", '{"no":"type"}') == []
+    assert p.unknown_events == {"brand.new.event": 1, "<invalid json>": 1, "<no type>": 2}
+    bad = '{"type":"response.output_audio.delta","item_id":"i","delta":"***"}'
+    assert feed(p, bad) == []
+
+
+@pytest.mark.parametrize(
+    "code, fatal",
+    [("invalid_api_key", True), ("insufficient_quota", True), ("server_error", False),
+     ("unknown_parameter", False)],
+)  # fmt: skip
+def test_errors_keep_code_and_message(code: str, fatal: bool) -> None:
+    p = proto()
+    message = {"type": "error", "error": {"type": "invalid_request_error", "code": code,
+               "message": "Something.", "param": None, "event_id": "evt_1"}}  # fmt: skip
+    assert feed(p, json.dumps(message)) == [ev.Error(code, "Something.", fatal=fatal)]
+    assert (p.conn.fatal is not None) == fatal
+
+
+def test_benign_and_expiry_errors() -> None:
+    p = proto()
+    for code in ("response_cancel_not_active", "conversation_already_has_active_response"):
+        assert feed(p, json.dumps({"type": "error", "error": {"code": code, "message": "m"}})) == []
+    expired = {"type": "error", "error": {"type": "invalid_request_error", "code": "session_expired",
+               "message": "Your session hit the maximum duration of 60 minutes."}}  # fmt: skip
+    assert feed(p, json.dumps(expired)) == []
+    assert p.conn.expired
+
+
+def test_beta_shape_disabled_is_explained() -> None:
+    p = proto("gpt-4o-realtime-preview")
+    message = {"type": "error", "error": {"type": "invalid_request_error",
+               "code": "beta_api_shape_disabled", "message": "", "param": None}}  # fmt: skip
+    (error,) = feed(p, json.dumps(message))
+    assert isinstance(error, ev.Error) and error.fatal
+    assert "gpt-realtime" in error.message and "beta" in error.message
+
+
+def test_ga_session_update_carries_the_configuration() -> None:
+    p = proto(instructions="Be brief.", voice="marin",
+              turn_detection={"type": "semantic_vad", "eagerness": "low"})  # fmt: skip
+    message = p.session_update()
+    assert message["type"] == "session.update" and message["event_id"]
+    s = message["session"]
+    assert s == {
+        "type": "realtime",
+        "output_modalities": ["audio"],
+        "instructions": "Be brief.",
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": 24000},
+                "turn_detection": {"type": "semantic_vad", "eagerness": "low"},
+                "transcription": {"model": "gpt-4o-mini-transcribe"},
+            },
+            "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin"},
+        },
+    }
+    p.input_format = p.output_format = PCMU_8K
+    s = p.session_update(
+        SessionConfig(
+            turn_detection=SessionConfig().turn_detection.from_json(None),
+            input_transcription=False,
+            output_modalities=("text",),
+        )
+    )
+    s = s["session"]  # fmt: skip
+    assert s["audio"]["input"] == {"format": {"type": "audio/pcmu"}, "turn_detection": None,
+                                   "transcription": None}  # fmt: skip
+    assert s["output_modalities"] == ["text"]
+    assert "instructions" not in s
+
+
+def test_beta_session_update_shape() -> None:
+    p = proto("gpt-4o-mini-realtime-preview", voice="sage")
+    p.input_format = p.output_format = PCMU_8K
+    s = p.session_update()["session"]
+    assert s["modalities"] == ["text", "audio"]
+    assert s["voice"] == "sage"
+    assert s["input_audio_format"] == s["output_audio_format"] == "g711_ulaw"
+    assert s["input_audio_transcription"] == {"model": "whisper-1"}
+    assert "type" not in s and "audio" not in s
+
+
+def test_append_and_user_text() -> None:
+    p = proto()
+    assert p.append_audio(b"\x01\x02") == {"type": "input_audio_buffer.append", "audio": "AQI="}
+    create, respond = p.user_text("hello")
+    assert create["type"] == "conversation.item.create"
+    assert create["item"] == {"type": "message", "role": "user",
+                              "content": [{"type": "input_text", "text": "hello"}]}  # fmt: skip
+    assert respond["type"] == "response.create"
+    assert p.history == [("user", "hello")]
+
+
+def test_truncate_uses_played_ms_clamped_to_generated() -> None:
+    p = proto()
+    where = '"response_id":"r","item_id":"item_A","output_index":0,"content_index":0'
+    for _ in range(3):  # 300 ms generated
+        feed(p, '{"type":"response.output_audio.delta",' + where + ',"delta":"' + B64_100MS + '"}')
+    feed(p, '{"type":"response.output_audio_transcript.done",' + where
+         + ',"transcript":"one two three four"}')  # fmt: skip
+    assert p.truncate(None) is None
+    assert p.truncate(Playback("item_A", 0)) is None
+    assert p.truncate(Playback("item_other", 100)) is None  # not generated on this socket
+    message = p.truncate(Playback("item_A", 150))
+    assert message is not None
+    assert {k: message[k] for k in ("type", "item_id", "content_index", "audio_end_ms")} == {
+        "type": "conversation.item.truncate", "item_id": "item_A", "content_index": 0,
+        "audio_end_ms": 150,
+    }  # fmt: skip
+    assert p.history == [("assistant", "one two…")]  # only what was heard is carried over
+    clamped = p.truncate(Playback("item_A", 900))
+    assert clamped is not None and clamped["audio_end_ms"] == 300
+    # A rejected truncate is counted, never fatal, never shown to the client.
+    reject = {"type": "error", "error": {"type": "invalid_request_error", "code": "invalid_value",
+              "message": "Audio content of 300ms is already shorter than 900ms",
+              "param": "audio_end_ms", "event_id": clamped["event_id"]}}  # fmt: skip
+    assert feed(p, json.dumps(reject)) == []
+    assert p.truncate_rejections == 1 and p.conn.fatal is None
+
+
+def test_context_messages_replay_the_conversation_as_text() -> None:
+    p = proto()
+    p.user_text("What colour is the sky?")
+    feed(p, '{"type":"response.output_text.done","item_id":"i","text":"Blue."}')
+    messages = p.context_messages()
+    assert [m["item"]["role"] for m in messages] == ["user", "assistant"]
+    assert messages[1]["item"]["content"] == [{"type": "output_text", "text": "Blue."}]
+    beta = proto("gpt-4o-realtime-preview")
+    beta.user_text("x")
+    feed(beta, '{"type":"response.text.done","item_id":"i","text":"y"}')
+    assert beta.context_messages()[1]["item"]["content"][0]["type"] == "text"

@@ -1,0 +1,82 @@
+"""Price table and G.711 codec."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bridge.audio import g711
+from bridge.pricing import PRICES_VERSION, openai_cost, openai_prices
+
+USAGE = {
+    "input_token_details": {
+        "text_tokens": 1000, "audio_tokens": 2000, "image_tokens": 0,
+        "cached_tokens_details": {"text_tokens": 500, "audio_tokens": 1000},
+    },
+    "output_token_details": {"text_tokens": 300, "audio_tokens": 4000},
+}  # fmt: skip
+
+
+def test_gpt_realtime_cost() -> None:
+    # text 500*4 + 500*0.4, audio 1000*32 + 1000*0.4, out 300*16 + 4000*64 (per 1M tokens)
+    expected = (500 * 4 + 500 * 0.4 + 1000 * 32 + 1000 * 0.4 + 300 * 16 + 4000 * 64) / 1e6
+    assert openai_cost("gpt-realtime", USAGE) == pytest.approx(expected)
+    assert openai_cost("gpt-realtime-2025-08-28", USAGE) == pytest.approx(expected)
+    assert PRICES_VERSION
+
+
+def test_model_families_do_not_collide() -> None:
+    assert openai_prices("gpt-realtime-2")  != openai_prices("gpt-realtime")  # fmt: skip
+    assert openai_prices("gpt-realtime-mini-2025-12-15") == openai_prices("gpt-realtime-mini")
+    old = openai_prices("gpt-4o-realtime-preview-2024-10-01")
+    assert old is not None and old.audio_out == 200.0
+    assert openai_prices("gpt-4o-realtime-preview-2024-12-17") == openai_prices(
+        "gpt-4o-realtime-preview"
+    )
+
+
+def test_unknown_model_is_null_not_zero() -> None:
+    assert openai_cost("gpt-9-realtime", USAGE) is None
+    assert openai_cost("gpt-realtime", {}) == 0.0
+
+
+def _ulaw_ref(s16: int) -> int:
+    """shared/protocols.md Appendix B, literally."""
+    s = s16 >> 2
+    mask = 0x7F if s < 0 else 0xFF
+    s = min(-s if s < 0 else s, 8159) + 0x21
+    for seg, end in enumerate([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF]):
+        if s <= end:
+            return ((seg << 4) | ((s >> (seg + 1)) & 0x0F)) ^ mask
+    return 0x7F ^ mask
+
+
+def _alaw_ref(s16: int) -> int:
+    s = s16 >> 3
+    if s >= 0:
+        mask = 0xD5
+    else:
+        mask = 0x55
+        s = -s - 1
+    for seg, end in enumerate([0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF]):
+        if s <= end:
+            a = seg << 4
+            a |= ((s >> 1) if seg < 2 else (s >> seg)) & 0x0F
+            return a ^ mask
+    return 0x7F ^ mask
+
+
+def test_g711_is_bit_exact_with_the_reference() -> None:
+    samples = np.arange(-32768, 32768, 7, dtype=np.int32).astype(np.int16)
+    assert g711.encode(samples, "pcmu") == bytes(_ulaw_ref(int(s)) for s in samples)
+    assert g711.encode(samples, "pcma") == bytes(_alaw_ref(int(s)) for s in samples)
+    assert g711.encode(np.zeros(1, np.int16), "pcmu") == b"\xff"
+    assert g711.encode(np.zeros(1, np.int16), "pcma") == b"\xd5"
+
+
+def test_g711_decode_encode_round_trips_every_code() -> None:
+    codes = bytes(range(256))
+    for law in ("pcmu", "pcma"):
+        again = g711.encode(g711.decode(codes, law), law)
+        # mu-law has two zeros (0x7F and 0xFF); everything else comes back unchanged.
+        assert sum(a != b for a, b in zip(codes, again, strict=True)) <= 1, law
