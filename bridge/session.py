@@ -383,6 +383,8 @@ class CallSession:
             "audio_in_ms": self.audio_in_ms,
             "reply_buffered_ms": self.track.buffered_ms,
             "close_reason": self.close_reason,
+            "provider_stats": self.provider.stats(),
+            "reply_dropped_ms": self.track.dropped_ms,
         }
 
 

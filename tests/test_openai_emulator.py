@@ -34,8 +34,11 @@ async def test_connect_configure_and_validation_errors(start_openai_emulator: An
         assert created["type"] == "session.created" and created["event_id"]
         assert created["session"]["audio"]["input"]["turn_detection"]["type"] == "server_vad"
 
-        await ws.send(json.dumps({"type": "session.update",
-                                  "session": {"type": "realtime", "instructions": "x"}}))  # fmt: skip
+        await ws.send(
+            json.dumps(
+                {"type": "session.update", "session": {"type": "realtime", "instructions": "x"}}
+            )
+        )
         updated = json.loads(await ws.recv())
         assert updated["type"] == "session.updated"
         assert updated["session"]["instructions"] == "x"
@@ -45,21 +48,51 @@ async def test_connect_configure_and_validation_errors(start_openai_emulator: An
             ("not json", "invalid_event", None),
             (json.dumps({"event_id": "c1"}), "invalid_event", None),
             (json.dumps({"type": "dance", "event_id": "c2"}), "invalid_value", "type"),
-            (json.dumps({"type": "session.update", "event_id": "c3", "session": {}}),
-             "missing_required_parameter", "session.type"),
-            (json.dumps({"type": "session.update", "event_id": "c4",
-                         "session": {"type": "realtime", "temperature": 0.7}}),
-             "unknown_parameter", "session.temperature"),
-            (json.dumps({"type": "input_audio_buffer.append", "event_id": "c5", "audio": "%%%"}),
-             "invalid_value", "audio"),
-            (json.dumps({"type": "input_audio_buffer.commit", "event_id": "c6"}),
-             "input_audio_buffer_commit_empty", None),
-            (json.dumps({"type": "response.cancel", "event_id": "c7"}),
-             "response_cancel_not_active", None),
-            (json.dumps({"type": "conversation.item.truncate", "event_id": "c8",
-                         "item_id": "item_nope", "content_index": 0, "audio_end_ms": 10}),
-             "item_truncate_invalid_item_id", "item_id"),
-        ]  # fmt: skip
+            (
+                json.dumps({"type": "session.update", "event_id": "c3", "session": {}}),
+                "missing_required_parameter",
+                "session.type",
+            ),
+            (
+                json.dumps(
+                    {
+                        "type": "session.update",
+                        "event_id": "c4",
+                        "session": {"type": "realtime", "temperature": 0.7},
+                    }
+                ),
+                "unknown_parameter",
+                "session.temperature",
+            ),
+            (
+                json.dumps({"type": "input_audio_buffer.append", "event_id": "c5", "audio": "%%%"}),
+                "invalid_value",
+                "audio",
+            ),
+            (
+                json.dumps({"type": "input_audio_buffer.commit", "event_id": "c6"}),
+                "input_audio_buffer_commit_empty",
+                None,
+            ),
+            (
+                json.dumps({"type": "response.cancel", "event_id": "c7"}),
+                "response_cancel_not_active",
+                None,
+            ),
+            (
+                json.dumps(
+                    {
+                        "type": "conversation.item.truncate",
+                        "event_id": "c8",
+                        "item_id": "item_nope",
+                        "content_index": 0,
+                        "audio_end_ms": 10,
+                    }
+                ),
+                "item_truncate_invalid_item_id",
+                "item_id",
+            ),
+        ]
         for raw, code, param in cases:
             await ws.send(raw)
             error = json.loads(await ws.recv())
@@ -77,30 +110,53 @@ async def test_voice_turn_sequence_and_truncate_validation(start_openai_emulator
     emulator = await start_openai_emulator(reply="tone", tone_seconds=0.5, speed=0)
     async with websockets.connect(emulator.url, additional_headers=KEY) as ws:
         await ws.recv()
-        await ws.send(json.dumps({"type": "session.update", "session": {
-            "type": "realtime", "audio": {"input": {"turn_detection": {
-                "type": "server_vad", "silence_duration_ms": 300}}}}}))  # fmt: skip
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "session": {
+                        "type": "realtime",
+                        "audio": {
+                            "input": {
+                                "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}
+                            }
+                        },
+                    },
+                }
+            )
+        )
         await ws.recv()
         speech = np.concatenate([tone(440, 0.6, 24000), np.zeros(24000, np.int16)])
         for i in range(0, speech.size, 2400):
             chunk = speech[i : i + 2400].astype("<i2").tobytes()
-            await ws.send(json.dumps({"type": "input_audio_buffer.append",
-                                      "audio": base64.b64encode(chunk).decode()}))  # fmt: skip
+            await ws.send(
+                json.dumps(
+                    {"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk).decode()}
+                )
+            )
         seen = await recv_until(ws, "response.done")
         kinds = [m["type"] for m in seen]
         expected = [
-            "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
-            "input_audio_buffer.committed", "conversation.item.added", "conversation.item.done",
-            "response.created", "response.output_item.added", "conversation.item.added",
+            "input_audio_buffer.speech_started",
+            "input_audio_buffer.speech_stopped",
+            "input_audio_buffer.committed",
+            "conversation.item.added",
+            "conversation.item.done",
+            "response.created",
+            "response.output_item.added",
+            "conversation.item.added",
             "response.content_part.added",
-        ]  # fmt: skip
+        ]
         assert kinds[: len(expected)] == expected
         tail = [k for k in kinds if not k.endswith(".delta")][len(expected) :]
         assert tail == [
-            "response.output_audio.done", "response.output_audio_transcript.done",
-            "response.content_part.done", "response.output_item.done", "conversation.item.done",
+            "response.output_audio.done",
+            "response.output_audio_transcript.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "conversation.item.done",
             "response.done",
-        ]  # fmt: skip
+        ]
         done = seen[-1]["response"]
         assert done["status"] == "completed"
         assert done["usage"]["output_token_details"]["audio_tokens"] == 10  # 500 ms at 20 tok/s
@@ -110,13 +166,29 @@ async def test_voice_turn_sequence_and_truncate_validation(start_openai_emulator
         )
         assert len(audio) == 24000  # 500 ms of PCM16 at 24 kHz
 
-        await ws.send(json.dumps({"type": "conversation.item.truncate", "item_id": item_id,
-                                  "content_index": 0, "audio_end_ms": 900}))  # fmt: skip
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "conversation.item.truncate",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "audio_end_ms": 900,
+                }
+            )
+        )
         error = (await recv_until(ws, "error"))[-1]
         assert error["error"]["param"] == "audio_end_ms"
         assert "500ms" in error["error"]["message"]
-        await ws.send(json.dumps({"type": "conversation.item.truncate", "item_id": item_id,
-                                  "content_index": 0, "audio_end_ms": 250}))  # fmt: skip
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "conversation.item.truncate",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "audio_end_ms": 250,
+                }
+            )
+        )
         truncated = json.loads(await ws.recv())
         assert truncated["type"] == "conversation.item.truncated"
         assert truncated["audio_end_ms"] == 250

@@ -43,6 +43,8 @@ async def test_a_1011_close_reconnects_and_the_call_goes_on(openai_bridge: Any) 
         assert emulator.sessions[1].received[0]["type"] == "session.update"
         await talk(client)
         assert provider_of(bridge).reconnects == 1
+        (described,) = await bridge.sessions()
+        assert described["provider_stats"]["reconnects"] == 1
         assert "close" not in client.event_types()
         assert "error" not in client.event_types()
         assert emulator.sessions[1].audio, "audio flows to the new socket"
@@ -112,7 +114,7 @@ async def test_a_stalled_provider_is_detected_and_replaced(openai_bridge: Any) -
 
 
 async def test_an_invalid_key_ends_the_session_with_a_clear_error(openai_bridge: Any) -> None:
-    bridge, emulator = await openai_bridge(invalid_key=True)
+    bridge, _ = await openai_bridge(invalid_key=True)
     client = ClientPeer()
     await client.connect(bridge.http, bridge.url)
     try:

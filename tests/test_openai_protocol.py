@@ -86,11 +86,14 @@ def test_a_voice_turn_in_ga_order() -> None:
         "input_tokens": 132,
         "output_tokens": 188,
         "input_token_details": {
-            "text_tokens": 59, "audio_tokens": 73, "image_tokens": 0, "cached_tokens": 64,
+            "text_tokens": 59,
+            "audio_tokens": 73,
+            "image_tokens": 0,
+            "cached_tokens": 64,
             "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 64, "image_tokens": 0},
         },
         "output_token_details": {"text_tokens": 41, "audio_tokens": 147},
-    }  # fmt: skip
+    }
     done = json.dumps(
         {"type": "response.done", "response": {"status": "completed", "usage": usage}}
     )
@@ -119,8 +122,11 @@ def test_beta_event_names_are_understood() -> None:
         '{"type":"response.text.done",' + where + ',"text":"t"}',
     )
     assert [type(e).__name__ for e in events] == [
-        "Transcript", "AudioOut", "Transcript", "TextDelta",
-    ]  # fmt: skip
+        "Transcript",
+        "AudioOut",
+        "Transcript",
+        "TextDelta",
+    ]
     assert p.unknown_events == {}
 
 
@@ -147,13 +153,25 @@ def test_unknown_and_malformed_messages_are_counted_not_fatal() -> None:
 
 @pytest.mark.parametrize(
     "code, fatal",
-    [("invalid_api_key", True), ("insufficient_quota", True), ("server_error", False),
-     ("unknown_parameter", False)],
-)  # fmt: skip
+    [
+        ("invalid_api_key", True),
+        ("insufficient_quota", True),
+        ("server_error", False),
+        ("unknown_parameter", False),
+    ],
+)
 def test_errors_keep_code_and_message(code: str, fatal: bool) -> None:
     p = proto()
-    message = {"type": "error", "error": {"type": "invalid_request_error", "code": code,
-               "message": "Something.", "param": None, "event_id": "evt_1"}}  # fmt: skip
+    message = {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "code": code,
+            "message": "Something.",
+            "param": None,
+            "event_id": "evt_1",
+        },
+    }
     assert feed(p, json.dumps(message)) == [ev.Error(code, "Something.", fatal=fatal)]
     assert (p.conn.fatal is not None) == fatal
 
@@ -162,24 +180,40 @@ def test_benign_and_expiry_errors() -> None:
     p = proto()
     for code in ("response_cancel_not_active", "conversation_already_has_active_response"):
         assert feed(p, json.dumps({"type": "error", "error": {"code": code, "message": "m"}})) == []
-    expired = {"type": "error", "error": {"type": "invalid_request_error", "code": "session_expired",
-               "message": "Your session hit the maximum duration of 60 minutes."}}  # fmt: skip
+    expired = {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "code": "session_expired",
+            "message": "Your session hit the maximum duration of 60 minutes.",
+        },
+    }
     assert feed(p, json.dumps(expired)) == []
     assert p.conn.expired
 
 
 def test_beta_shape_disabled_is_explained() -> None:
     p = proto("gpt-4o-realtime-preview")
-    message = {"type": "error", "error": {"type": "invalid_request_error",
-               "code": "beta_api_shape_disabled", "message": "", "param": None}}  # fmt: skip
+    message = {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "code": "beta_api_shape_disabled",
+            "message": "",
+            "param": None,
+        },
+    }
     (error,) = feed(p, json.dumps(message))
     assert isinstance(error, ev.Error) and error.fatal
     assert "gpt-realtime" in error.message and "beta" in error.message
 
 
 def test_ga_session_update_carries_the_configuration() -> None:
-    p = proto(instructions="Be brief.", voice="marin",
-              turn_detection={"type": "semantic_vad", "eagerness": "low"})  # fmt: skip
+    p = proto(
+        instructions="Be brief.",
+        voice="marin",
+        turn_detection={"type": "semantic_vad", "eagerness": "low"},
+    )
     message = p.session_update()
     assert message["type"] == "session.update" and message["event_id"]
     s = message["session"]
@@ -204,9 +238,12 @@ def test_ga_session_update_carries_the_configuration() -> None:
             output_modalities=("text",),
         )
     )
-    s = s["session"]  # fmt: skip
-    assert s["audio"]["input"] == {"format": {"type": "audio/pcmu"}, "turn_detection": None,
-                                   "transcription": None}  # fmt: skip
+    s = s["session"]
+    assert s["audio"]["input"] == {
+        "format": {"type": "audio/pcmu"},
+        "turn_detection": None,
+        "transcription": None,
+    }
     assert s["output_modalities"] == ["text"]
     assert "instructions" not in s
 
@@ -227,8 +264,11 @@ def test_append_and_user_text() -> None:
     assert p.append_audio(b"\x01\x02") == {"type": "input_audio_buffer.append", "audio": "AQI="}
     create, respond = p.user_text("hello")
     assert create["type"] == "conversation.item.create"
-    assert create["item"] == {"type": "message", "role": "user",
-                              "content": [{"type": "input_text", "text": "hello"}]}  # fmt: skip
+    assert create["item"] == {
+        "type": "message",
+        "role": "user",
+        "content": [{"type": "input_text", "text": "hello"}],
+    }
     assert respond["type"] == "response.create"
     assert p.history == [("user", "hello")]
 
@@ -238,24 +278,37 @@ def test_truncate_uses_played_ms_clamped_to_generated() -> None:
     where = '"response_id":"r","item_id":"item_A","output_index":0,"content_index":0'
     for _ in range(3):  # 300 ms generated
         feed(p, '{"type":"response.output_audio.delta",' + where + ',"delta":"' + B64_100MS + '"}')
-    feed(p, '{"type":"response.output_audio_transcript.done",' + where
-         + ',"transcript":"one two three four"}')  # fmt: skip
+    feed(
+        p,
+        '{"type":"response.output_audio_transcript.done",'
+        + where
+        + ',"transcript":"one two three four"}',
+    )
     assert p.truncate(None) is None
     assert p.truncate(Playback("item_A", 0)) is None
     assert p.truncate(Playback("item_other", 100)) is None  # not generated on this socket
     message = p.truncate(Playback("item_A", 150))
     assert message is not None
     assert {k: message[k] for k in ("type", "item_id", "content_index", "audio_end_ms")} == {
-        "type": "conversation.item.truncate", "item_id": "item_A", "content_index": 0,
+        "type": "conversation.item.truncate",
+        "item_id": "item_A",
+        "content_index": 0,
         "audio_end_ms": 150,
-    }  # fmt: skip
+    }
     assert p.history == [("assistant", "one two…")]  # only what was heard is carried over
     clamped = p.truncate(Playback("item_A", 900))
     assert clamped is not None and clamped["audio_end_ms"] == 300
     # A rejected truncate is counted, never fatal, never shown to the client.
-    reject = {"type": "error", "error": {"type": "invalid_request_error", "code": "invalid_value",
-              "message": "Audio content of 300ms is already shorter than 900ms",
-              "param": "audio_end_ms", "event_id": clamped["event_id"]}}  # fmt: skip
+    reject = {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "code": "invalid_value",
+            "message": "Audio content of 300ms is already shorter than 900ms",
+            "param": "audio_end_ms",
+            "event_id": clamped["event_id"],
+        },
+    }
     assert feed(p, json.dumps(reject)) == []
     assert p.truncate_rejections == 1 and p.conn.fatal is None
 

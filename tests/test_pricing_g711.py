@@ -10,11 +10,13 @@ from bridge.pricing import PRICES_VERSION, openai_cost, openai_prices
 
 USAGE = {
     "input_token_details": {
-        "text_tokens": 1000, "audio_tokens": 2000, "image_tokens": 0,
+        "text_tokens": 1000,
+        "audio_tokens": 2000,
+        "image_tokens": 0,
         "cached_tokens_details": {"text_tokens": 500, "audio_tokens": 1000},
     },
     "output_token_details": {"text_tokens": 300, "audio_tokens": 4000},
-}  # fmt: skip
+}
 
 
 def test_gpt_realtime_cost() -> None:
@@ -26,7 +28,7 @@ def test_gpt_realtime_cost() -> None:
 
 
 def test_model_families_do_not_collide() -> None:
-    assert openai_prices("gpt-realtime-2")  != openai_prices("gpt-realtime")  # fmt: skip
+    assert openai_prices("gpt-realtime-2") != openai_prices("gpt-realtime")
     assert openai_prices("gpt-realtime-mini-2025-12-15") == openai_prices("gpt-realtime-mini")
     old = openai_prices("gpt-4o-realtime-preview-2024-10-01")
     assert old is not None and old.audio_out == 200.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..audio.format import AudioFormat
 from ..audio.outbound import Playback
@@ -49,6 +49,10 @@ class Provider(Protocol):
 
     def events(self) -> AsyncIterator[Event]:
         """The provider's events, in order, until the session closes."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Counters worth showing in ``GET /sessions`` (reconnects, drops...)."""
         ...
 
 

@@ -13,6 +13,7 @@ import asyncio
 import itertools
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import Any
 
 from .. import events as ev
 from ..audio.format import PCM16_24K, AudioFormat
@@ -114,6 +115,9 @@ class EchoProvider:
     def _emit(self, event: ev.Event) -> None:
         if not self._closed:
             self._events.put_nowait(event)
+
+    def stats(self) -> dict[str, Any]:
+        return {"audio_in_ms": self.audio_in_ms}
 
     async def events(self) -> AsyncIterator[ev.Event]:
         while (event := await self._events.get()) is not None:

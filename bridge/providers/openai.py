@@ -133,6 +133,17 @@ class OpenAIProvider:
             await self._ws.close()
         self._events.put_nowait(None)
 
+    def stats(self) -> dict[str, Any]:
+        return {
+            "connections": self.connections,
+            "reconnects": self.reconnects,
+            "rollovers": self.rollovers,
+            "truncates_sent": self.protocol.truncates_sent,
+            "truncate_rejections": self.protocol.truncate_rejections,
+            "unknown_events": sum(self.protocol.unknown_events.values()),
+            "dropped_audio_chunks": self.dropped_audio_chunks,
+        }
+
     async def events(self) -> AsyncIterator[ev.Event]:
         while (event := await self._events.get()) is not None:
             yield event
