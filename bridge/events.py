@@ -56,6 +56,13 @@ class AudioOut:
 
 
 @dataclass(frozen=True, slots=True)
+class AudioDone:
+    """All audio of reply ``item_id`` has been sent: playback need not wait for more."""
+
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Interrupted:
     """The provider cancelled its reply (e.g. Gemini ``interrupted``); flush playback."""
 
@@ -96,6 +103,7 @@ Event = (
     | SpeechStarted
     | SpeechStopped
     | AudioOut
+    | AudioDone
     | Interrupted
     | TurnComplete
     | Usage
@@ -127,5 +135,5 @@ def to_wire(event: Event) -> dict[str, Any] | None:
             return {"type": "error", "error": {"code": code, "message": message}}
         case Close(reason=reason):
             return {"type": "close", "reason": reason}
-        case AudioOut():
+        case AudioOut() | AudioDone():
             return None

@@ -126,6 +126,7 @@ class CallSession:
         self.track.set_codec(codec)
         self.input_format, output_format = self.provider.configure_audio(codec.name.lower())
         self.track.set_source(output_format)
+        self.track.set_policy(self.provider.playout)
         self._spawn(self._watch_connect(), "connect-watchdog")
         self._spawn(self._run_provider(), "provider")
         self._spawn(self._serve_client_events(), "client-events")
@@ -334,6 +335,9 @@ class CallSession:
             if isinstance(event, ev.AudioOut):
                 self.track.push(event.pcm, event.item_id)
                 continue
+            if isinstance(event, ev.AudioDone):
+                self.track.end_of_reply(event.item_id)
+                continue
             if isinstance(event, ev.SpeechStarted):
                 # Barge-in: cut playback before anything else, then tell the provider
                 # how much of its reply the user actually heard.
@@ -343,6 +347,8 @@ class CallSession:
                 continue
             if isinstance(event, ev.Interrupted):
                 self.track.flush()
+            elif isinstance(event, ev.TurnComplete):
+                self.track.end_of_reply()
             self._send_event(event)
             if isinstance(event, ev.Error) and event.fatal:
                 self.end("provider_error")

@@ -10,7 +10,7 @@ import pytest
 
 from bridge import events as ev
 from bridge.audio.format import PCMU_8K
-from bridge.audio.outbound import Playback
+from bridge.audio.playout import Playback
 from bridge.providers.openai_protocol import OpenAIRealtimeProtocol
 from bridge.session_config import SessionConfig
 
@@ -78,8 +78,9 @@ def test_a_voice_turn_in_ga_order() -> None:
     audio = events[3]
     assert isinstance(audio, ev.AudioOut)
     assert (audio.item_id, audio.rate, len(audio.pcm)) == ("item_A", 24000, 4800)
-    assert events[4] == ev.Transcript("assistant", "Hi!", final=True)
-    assert len(events) == 5
+    assert events[4] == ev.AudioDone("item_A")
+    assert events[5] == ev.Transcript("assistant", "Hi!", final=True)
+    assert len(events) == 6
     assert not p.at_turn_boundary  # the response is still open
     usage = {
         "total_tokens": 320,
@@ -124,6 +125,7 @@ def test_beta_event_names_are_understood() -> None:
     assert [type(e).__name__ for e in events] == [
         "Transcript",
         "AudioOut",
+        "AudioDone",
         "Transcript",
         "TextDelta",
     ]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict, deque
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, cast
@@ -31,12 +30,12 @@ from av.audio.codeccontext import AudioCodecContext
 
 from . import g711
 from .format import PCM16_24K, AudioFormat
+from .playout import Playback, PlayoutBuffer, PlayoutPolicy
 from .resample import PCM16, Resampler, pcm_frame
 
 log = logging.getLogger(__name__)
 
 FRAME_MS = 20
-_REMEMBERED_ITEMS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,21 +55,6 @@ OPUS = OutboundCodec("opus", "libopus", 48000)
 PCMU = OutboundCodec("PCMU", "pcm_mulaw", 8000)
 PCMA = OutboundCodec("PCMA", "pcm_alaw", 8000)
 CODECS = {c.name.lower(): c for c in (OPUS, PCMU, PCMA)}
-
-
-@dataclass(frozen=True, slots=True)
-class Playback:
-    """How much of reply ``item_id`` was actually sent to the peer when it was cut."""
-
-    item_id: str
-    played_ms: int
-
-
-@dataclass
-class _Segment:
-    item_id: str
-    samples: np.ndarray[Any, Any]  # int16 PCM, or uint8 G.711 in passthrough mode
-    pos: int = 0
 
 
 def _encoder(codec: OutboundCodec) -> AudioCodecContext:
@@ -98,14 +82,12 @@ class OutboundAudioTrack(MediaStreamTrack):
         max_buffer_ms: int = 60_000,
         max_lateness_ms: int = 200,
         codec: OutboundCodec = OPUS,
+        policy: PlayoutPolicy | None = None,
     ) -> None:
         super().__init__()
         self._max_buffer_ms = max_buffer_ms
         self._max_lateness = max_lateness_ms / 1000
-        self._segments: deque[_Segment] = deque()
-        self._buffered = 0
-        self._played: OrderedDict[str, int] = OrderedDict()  # item -> source samples sent
-        self._current_item: str | None = None
+        self._policy = policy or PlayoutPolicy()
         self._codec = codec
         self._source = source
         self._configure()
@@ -119,7 +101,6 @@ class OutboundAudioTrack(MediaStreamTrack):
         self.frames_sent = 0
         self.audio_frames_sent = 0
         self.late_resets = 0
-        self.dropped_ms = 0
         self.last_audio_sent_at: float | None = None
         self.last_flush_at: float | None = None
 
@@ -129,10 +110,14 @@ class OutboundAudioTrack(MediaStreamTrack):
         # Buffered units: G.711 bytes in passthrough, else PCM16 samples at the source rate
         # (G.711 for an Opus peer is decoded on arrival).
         self.source_rate = source.rate
-        self._dtype = np.uint8 if self.passthrough else np.int16
-        self._silence = g711.silence_byte(source.encoding) if self.passthrough else 0
         self._source_frame = self.source_rate * FRAME_MS // 1000
-        self._max_buffered = self.source_rate * self._max_buffer_ms // 1000
+        self.playout = PlayoutBuffer(
+            self.source_rate,
+            max_ms=self._max_buffer_ms,
+            dtype=np.uint8 if self.passthrough else np.int16,
+            silence=g711.silence_byte(source.encoding) if self.passthrough else 0,
+            policy=self._policy,
+        )
 
     # -- feeding -------------------------------------------------------------------------------
 
@@ -152,8 +137,14 @@ class OutboundAudioTrack(MediaStreamTrack):
         self._source = source
         self._configure()
 
+    def set_policy(self, policy: PlayoutPolicy) -> None:
+        """How replies are held back before playing (see :mod:`bridge.audio.playout`)."""
+        self._check_unstarted()
+        self._policy = policy
+        self._configure()
+
     def _check_unstarted(self) -> None:
-        if self._encoder is not None or self._frames or self._segments:
+        if self._encoder is not None or self._frames or self.playout.buffered_ms:
             raise RuntimeError("the track's formats cannot change once it has started")
 
     def push(self, data: bytes, item_id: str) -> None:
@@ -171,16 +162,11 @@ class OutboundAudioTrack(MediaStreamTrack):
             samples = g711.decode(data, self._source.encoding)
         else:
             samples = np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)
-        room = self._max_buffered - self._buffered
-        if samples.size > room:
-            dropped = samples.size - max(room, 0)
-            self.dropped_ms += dropped * 1000 // self.source_rate
-            log.warning("outbound buffer full: dropped %d ms of reply audio", self.dropped_ms)
-            samples = samples[: max(room, 0)]
-            if not samples.size:
-                return
-        self._segments.append(_Segment(item_id, samples))
-        self._buffered += samples.size
+        self.playout.push(samples, item_id, asyncio.get_running_loop().time())
+
+    def end_of_reply(self, item_id: str | None = None) -> None:
+        """The provider sent all of the current reply: play the rest without holding back."""
+        self.playout.end_of_reply(item_id)
 
     def flush(self) -> Playback | None:
         """Drop all queued audio at once (barge-in).
@@ -188,29 +174,26 @@ class OutboundAudioTrack(MediaStreamTrack):
         Returns how much of the reply that was cut had been sent, or None when nothing was
         cut (the reply had already finished playing, or nothing was playing).
         """
-        cut = self._buffered > 0
-        if cut:
+        cut = self.playout.flush()
+        if cut is not None:
             self.last_flush_at = asyncio.get_running_loop().time()
-        item = self._current_item
-        if cut and item is None:
-            item = self._segments[0].item_id
-        self._segments.clear()
-        self._buffered = 0
-        if not cut or item is None:
-            return None
-        return Playback(item, self.played_ms(item))
+        return cut
 
     def played_ms(self, item_id: str) -> int:
         """Milliseconds of ``item_id`` that have been sent to the peer so far."""
-        return self._played.get(item_id, 0) * 1000 // self.source_rate
+        return self.playout.played_ms(item_id)
 
     @property
     def buffered_ms(self) -> int:
-        return self._buffered * 1000 // self.source_rate
+        return self.playout.buffered_ms
+
+    @property
+    def dropped_ms(self) -> int:
+        return self.playout.dropped_ms
 
     @property
     def playing(self) -> bool:
-        return self._buffered > 0
+        return self.playout.buffered_ms > 0
 
     # -- aiortc side ---------------------------------------------------------------------------
 
@@ -233,41 +216,13 @@ class OutboundAudioTrack(MediaStreamTrack):
                 self._start = now - self._frames * FRAME_MS / 1000
                 self.late_resets += 1
         self._frames += 1
-        samples, had_audio = self._take(self._source_frame)
+        samples, had_audio = self.playout.take(self._source_frame, loop.time())
         packet = self._encode(samples)
         self.frames_sent += 1
         if had_audio:
             self.audio_frames_sent += 1
             self.last_audio_sent_at = loop.time()
         return packet
-
-    def _take(self, n: int) -> tuple[np.ndarray[Any, Any], bool]:
-        """Take ``n`` source samples from the buffer, padding with silence; count played."""
-        if not self._buffered:
-            self._current_item = None
-            return np.full(n, self._silence, dtype=self._dtype), False
-        out = np.full(n, self._silence, dtype=self._dtype)
-        filled = 0
-        while filled < n and self._segments:
-            seg = self._segments[0]
-            take = min(n - filled, seg.samples.size - seg.pos)
-            out[filled : filled + take] = seg.samples[seg.pos : seg.pos + take]
-            seg.pos += take
-            filled += take
-            self._count_played(seg.item_id, take)
-            if seg.pos >= seg.samples.size:
-                self._segments.popleft()
-        self._buffered -= filled
-        return out, True
-
-    def _count_played(self, item_id: str, samples: int) -> None:
-        self._current_item = item_id
-        if item_id in self._played:
-            self._played[item_id] += samples
-        else:
-            self._played[item_id] = samples
-            while len(self._played) > _REMEMBERED_ITEMS:
-                self._played.popitem(last=False)
 
     def _encode(self, samples: np.ndarray[Any, Any]) -> av.Packet[Any]:
         codec = self._codec
@@ -299,5 +254,4 @@ class OutboundAudioTrack(MediaStreamTrack):
 
     def stop(self) -> None:
         super().stop()
-        self._segments.clear()
-        self._buffered = 0
+        self.playout.flush()

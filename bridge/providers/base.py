@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..audio.format import AudioFormat
-from ..audio.outbound import Playback
+from ..audio.playout import Playback, PlayoutPolicy
 from ..config import Settings
 from ..events import Event
 from ..session_config import SessionConfig
@@ -23,6 +23,8 @@ from ..session_config import SessionConfig
 class Provider(Protocol):
     name: str
     model: str
+    playout: PlayoutPolicy
+    """How its replies are buffered before they play (pre-roll for slow producers)."""
 
     def configure_audio(self, peer_codec: str) -> tuple[AudioFormat, AudioFormat]:
         """Formats (input, output) to use with a peer speaking ``peer_codec`` (``opus``,

@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import events as ev
 from ..audio.format import PCM16_24K, AudioFormat
-from ..audio.outbound import Playback
+from ..audio.playout import Playback, PlayoutPolicy
 from ..audio.vad import EnergyVad, VadEvent
 from ..config import Settings
 from ..session_config import SessionConfig
@@ -30,6 +30,7 @@ VOICES = ("echo",)
 
 class EchoProvider:
     name = "echo"
+    playout = PlayoutPolicy()  # it sends faster than real time: play at once
 
     def __init__(self, settings: Settings, model: str, config: SessionConfig) -> None:
         self.model = model or "echo"
@@ -81,6 +82,7 @@ class EchoProvider:
         if audio_out:
             for i in range(0, len(speech), CHUNK_BYTES):
                 self._emit(ev.AudioOut(speech[i : i + CHUNK_BYTES], RATE, item_id))
+            self._emit(ev.AudioDone(item_id))
             self._emit(ev.Transcript("assistant", f"(echo of {seconds:.1f} s)", final=True))
         else:
             self._emit(ev.TextDelta(f"(you spoke for {seconds:.1f} s)"))

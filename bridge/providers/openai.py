@@ -34,7 +34,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from .. import events as ev
 from ..audio.format import PCM16_24K, PCMA_8K, PCMU_8K, AudioFormat
-from ..audio.outbound import Playback
+from ..audio.playout import Playback, PlayoutPolicy
 from ..config import Settings
 from ..errors import ProviderError
 from ..session_config import SessionConfig
@@ -72,6 +72,7 @@ class OpenAIProvider:
     """See the module docstring."""
 
     name = "openai"
+    playout = PlayoutPolicy()  # it sends faster than real time: play at once
 
     def __init__(self, settings: Settings, model: str, config: SessionConfig) -> None:
         self.model = model or DEFAULT_MODEL

@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import events as ev
 from ..audio.format import PCM16_24K, AudioFormat
-from ..audio.outbound import Playback
+from ..audio.playout import Playback
 from ..pricing import openai_cost
 from ..session_config import SessionConfig
 
@@ -66,8 +66,6 @@ IGNORED = {
     "response.output_item.done",
     "response.content_part.added",
     "response.content_part.done",
-    "response.output_audio.done",
-    "response.audio.done",
     "response.function_call_arguments.delta",
     "response.function_call_arguments.done",
     "rate_limits.updated",
@@ -296,6 +294,9 @@ class OpenAIRealtimeProtocol:
         fmt = self.output_format
         return [ev.AudioOut(data, fmt.rate, item_id, fmt.encoding)]
 
+    def _audio_done(self, m: dict[str, Any]) -> list[ev.Event]:
+        return [ev.AudioDone(str(m.get("item_id") or ""))]
+
     def _assistant_delta(self, m: dict[str, Any]) -> list[ev.Event]:
         delta = str(m.get("delta") or "")
         item_id = str(m.get("item_id") or "")
@@ -400,6 +401,8 @@ _HANDLERS: dict[str, _Handler] = {
     "response.created": OpenAIRealtimeProtocol._response_created,
     "response.output_audio.delta": OpenAIRealtimeProtocol._audio_delta,
     "response.audio.delta": OpenAIRealtimeProtocol._audio_delta,
+    "response.output_audio.done": OpenAIRealtimeProtocol._audio_done,
+    "response.audio.done": OpenAIRealtimeProtocol._audio_done,
     "response.output_audio_transcript.delta": OpenAIRealtimeProtocol._assistant_delta,
     "response.audio_transcript.delta": OpenAIRealtimeProtocol._assistant_delta,
     "response.output_audio_transcript.done": OpenAIRealtimeProtocol._assistant_done,
