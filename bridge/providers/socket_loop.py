@@ -1,0 +1,293 @@
+"""The one I/O loop that owns a provider's WebSocket, shared by the OpenAI and Gemini providers.
+
+A :class:`SocketProvider` serves one socket at a time (:meth:`SocketProvider._serve`: a reader
+that turns messages into neutral events through the provider's sans-I/O translator, and a
+writer that sends control messages first, then queued user audio). When the socket has to go,
+:meth:`SocketProvider._run` replaces it:
+
+* a **renewal** (a session cap, an expiry, a ``goAway``) opens the successor right away;
+* a **transient** drop (close 1006/1011, a network error, a socket that stops answering pings)
+  reconnects with jittered exponential backoff, at most ``provider_reconnects`` times;
+* a **fatal** error (bad key, no quota, unknown model) ends the session with an ``error`` event.
+
+User audio waits in a bounded queue meanwhile (oldest dropped first, counted), so a slow or
+absent provider never blocks the peer. Subclasses say how to open a configured session, what a
+message means, and when the socket should be renewed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import AsyncIterator
+from enum import Enum
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from .. import events as ev
+from ..audio.playout import PlayoutPolicy
+from ..config import Settings
+from ..errors import ProviderError
+
+log = logging.getLogger(__name__)
+# websockets logs handshake headers (API keys) at DEBUG: give it a logger that never does.
+ws_log = logging.getLogger("bridge.providers.websocket")
+ws_log.setLevel(logging.INFO)
+
+MAX_QUEUED_AUDIO = 250  # 20 ms chunks: 5 s of user audio while a socket is replaced
+MAX_MERGED_CHUNKS = 5  # merge up to 100 ms per message when audio has queued up
+OPEN_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 1.0  # a dead provider won't answer our close frame: don't wait long for it
+TRANSIENT_CLOSE_CODES = {1000, 1001, 1006, 1011, 1012, 1013, 1014}
+
+
+class Outcome(Enum):
+    CLOSED = "closed"  # we closed it
+    FATAL = "fatal"
+    TRANSIENT = "transient"
+    RENEW = "renew"
+
+
+class SocketProvider(ABC):
+    """Shared Provider plumbing around one replaceable WebSocket; see the module docstring."""
+
+    name = "socket"
+    playout = PlayoutPolicy()
+
+    def __init__(self, settings: Settings, model: str) -> None:
+        self.model = model
+        self._settings = settings
+        self._events: asyncio.Queue[ev.Event | None] = asyncio.Queue()
+        self._control: deque[dict[str, Any]] = deque()
+        self._audio: deque[bytes] = deque(maxlen=MAX_QUEUED_AUDIO)
+        self._wake = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._ws: ClientConnection | None = None
+        self._closed = False
+        self.connections = 0
+        self.reconnects = 0
+        self.renewals = 0
+        self.dropped_audio_chunks = 0
+
+    # -- what a provider must say --------------------------------------------------------------
+
+    @abstractmethod
+    async def _open(self) -> ClientConnection:
+        """Connect and configure a session (resuming or re-seeding it as the provider can)."""
+
+    @abstractmethod
+    def _receive(self, raw: str | bytes) -> list[ev.Event]:
+        """Translate one message (the sans-I/O translator's job)."""
+
+    @abstractmethod
+    def _verdict(self, cap_reached: bool) -> Outcome | None:
+        """After each message: should this socket end (fatal) or be renewed now?"""
+
+    @abstractmethod
+    def _audio_message(self, pcm: bytes) -> dict[str, Any]:
+        """The message that carries a chunk of user audio."""
+
+    def _session_cap(self) -> float | None:
+        """Seconds after which the socket should be renewed at a turn boundary (None: never)."""
+        return None
+
+    def _fatal_close(self, code: int, reason: str) -> ev.Error | None:
+        """An error event if this close code/reason means the session cannot go on."""
+        if code in TRANSIENT_CLOSE_CODES:
+            return None
+        detail = f"{code}{': ' + reason if reason else ''}"
+        return ev.Error("provider_closed", f"{self.name} closed the session ({detail})", fatal=True)
+
+    def _sent(self, message: dict[str, Any]) -> None:  # noqa: B027 - an optional hook
+        """Called after each message went out on the socket (for replay bookkeeping)."""
+
+    # -- Provider interface --------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        ws = await self._open()
+        loop = asyncio.get_running_loop()
+        self._runner = loop.create_task(self._run(ws), name=f"{self.name}-provider")
+
+    def send_audio(self, pcm: bytes) -> None:
+        if self._closed:
+            return
+        if len(self._audio) == self._audio.maxlen:
+            self.dropped_audio_chunks += 1
+        self._audio.append(pcm)
+        self._wake.set()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        runner, self._runner = self._runner, None
+        if runner is not None and runner is not asyncio.current_task():
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await runner
+        if self._ws is not None:
+            await self._ws.close()
+        self._events.put_nowait(None)
+
+    async def events(self) -> AsyncIterator[ev.Event]:
+        while (event := await self._events.get()) is not None:
+            yield event
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "connections": self.connections,
+            "reconnects": self.reconnects,
+            "renewals": self.renewals,
+            "dropped_audio_chunks": self.dropped_audio_chunks,
+        }
+
+    def _send(self, *messages: dict[str, Any]) -> None:
+        self._control.extend(messages)
+        self._wake.set()
+
+    # -- socket side ---------------------------------------------------------------------------
+
+    async def _connect(self, url: str, headers: dict[str, str]) -> ClientConnection:
+        """Open the WebSocket; HTTP refusals become :class:`ProviderError` via ``_refused``."""
+        interval = self._settings.provider_ping_interval
+        try:
+            ws = await websockets.connect(
+                url,
+                additional_headers=headers,
+                open_timeout=OPEN_TIMEOUT_S,
+                ping_interval=interval,
+                ping_timeout=interval,
+                close_timeout=CLOSE_TIMEOUT_S,
+                max_size=None,
+                logger=ws_log,
+            )
+        except InvalidStatus as exc:
+            raise self._refused(exc.response.status_code) from None
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise ProviderError(f"could not reach {self.name}: {type(exc).__name__}") from None
+        self.connections += 1
+        return ws
+
+    def _refused(self, status: int) -> ProviderError:
+        return ProviderError(
+            f"{self.name} refused the connection (HTTP {status})",
+            code="provider_unavailable",
+            fatal=400 <= status < 500 and status not in (408, 429),
+        )
+
+    async def _send_now(self, ws: ClientConnection, message: dict[str, Any]) -> None:
+        await ws.send(json.dumps(message))
+        self._sent(message)
+
+    async def _run(self, ws: ClientConnection) -> None:
+        try:
+            while True:
+                outcome = await self._serve(ws)
+                if outcome in (Outcome.CLOSED, Outcome.FATAL) or self._closed:
+                    return
+                replacement = await self._replace(outcome)
+                if replacement is None:
+                    return
+                old, ws = ws, replacement
+                await old.close()
+        finally:
+            if self._ws is not None:
+                await self._ws.close()
+            self._events.put_nowait(None)
+
+    async def _serve(self, ws: ClientConnection) -> Outcome:
+        """Read and write one socket until it ends or should be replaced."""
+        self._ws = ws
+        loop = asyncio.get_running_loop()
+        cap = self._session_cap()
+        cap_at = loop.time() + cap if cap is not None else None
+        writer = loop.create_task(self._write(ws), name=f"{self.name}-writer")
+        try:
+            while True:
+                deadline = cap_at if cap_at is not None and loop.time() < cap_at else None
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        raw = await ws.recv()
+                except TimeoutError:
+                    raw = None
+                if raw is not None:
+                    for event in self._receive(raw):
+                        self._events.put_nowait(event)
+                verdict = self._verdict(cap_at is not None and loop.time() >= cap_at)
+                if verdict is not None:
+                    return verdict
+        except ConnectionClosed as exc:
+            return self._closed_outcome(exc)
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await writer
+
+    def _closed_outcome(self, exc: ConnectionClosed) -> Outcome:
+        if self._closed:
+            return Outcome.CLOSED
+        verdict = self._verdict(False)
+        if verdict is not None:
+            return verdict
+        code = exc.rcvd.code if exc.rcvd is not None else 1006
+        reason = exc.rcvd.reason if exc.rcvd is not None else ""
+        error = self._fatal_close(code, reason)
+        if error is not None:
+            self._events.put_nowait(error)
+            return Outcome.FATAL
+        log.warning("%s socket dropped (%d %s); reconnecting", self.name, code, reason)
+        return Outcome.TRANSIENT
+
+    async def _write(self, ws: ClientConnection) -> None:
+        """Control messages first, then queued audio (merged when it has piled up)."""
+        while True:
+            if self._control:
+                await self._send_now(ws, self._control.popleft())
+            elif self._audio:
+                chunks = [self._audio.popleft()]
+                while self._audio and len(chunks) < MAX_MERGED_CHUNKS:
+                    chunks.append(self._audio.popleft())
+                await self._send_now(ws, self._audio_message(b"".join(chunks)))
+            else:
+                self._wake.clear()
+                await self._wake.wait()
+
+    async def _replace(self, outcome: Outcome) -> ClientConnection | None:
+        """The next socket after a renewal or a drop; None when it could not be had."""
+        if outcome is Outcome.RENEW:
+            self.renewals += 1
+            log.info("%s: renewing the session", self.name)
+            try:
+                return await self._open()
+            except ProviderError as exc:
+                if exc.fatal:
+                    self._events.put_nowait(ev.Error(exc.code, exc.message, fatal=True))
+                    return None
+        attempts = self._settings.provider_reconnects
+        for attempt in range(attempts):
+            await asyncio.sleep(min(0.25 * 2**attempt, 4.0) * random.uniform(0.5, 1.5))
+            try:
+                ws = await self._open()
+            except ProviderError as exc:
+                if exc.fatal:
+                    self._events.put_nowait(ev.Error(exc.code, exc.message, fatal=True))
+                    return None
+                continue
+            self.reconnects += 1
+            return ws
+        self._events.put_nowait(
+            ev.Error(
+                "provider_unavailable",
+                f"lost the connection to {self.name} and could not reconnect ({attempts} tries)",
+                fatal=True,
+            )
+        )
+        return None
