@@ -36,14 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the bridge service")
     _add_setting_flags(serve)
     emulate = commands.add_parser("emulate", help="run a local provider emulator")
-    emulate.add_argument("provider", choices=["openai"], help="which provider to emulate")
+    emulate.add_argument("provider", choices=["openai", "gemini"], help="which to emulate")
     emulate.add_argument("--host", default="127.0.0.1")
     emulate.add_argument("--port", type=int, default=8765)
     emulate.add_argument("--reply", choices=["echo", "tone", "text"], default="echo")
     emulate.add_argument("--tone-hz", type=float, default=660.0)
     emulate.add_argument("--tone-seconds", type=float, default=1.0)
-    emulate.add_argument("--speed", type=float, default=4.0, help="reply speed, x real time")
-    emulate.add_argument("--accept-beta", action="store_true", help="serve the beta interface")
+    emulate.add_argument(
+        "--speed", type=float, default=4.0, help="reply speed, x real time (0.8: slower)"
+    )
+    emulate.add_argument("--accept-beta", action="store_true", help="openai: serve the beta API")
     return parser
 
 
@@ -94,24 +96,47 @@ def _serve(settings: Settings) -> int:
 def _emulate(args: argparse.Namespace) -> int:
     import asyncio
 
+    from .emulators.gemini import GeminiEmulator, GeminiEmulatorOptions
     from .emulators.openai import OpenAIEmulator, OpenAIEmulatorOptions
 
-    options = OpenAIEmulatorOptions(
-        reply=args.reply,
-        tone_hz=args.tone_hz,
-        tone_seconds=args.tone_seconds,
-        speed=args.speed,
-        accept_beta=args.accept_beta,
-    )
+    emulator: OpenAIEmulator | GeminiEmulator
+    if args.provider == "openai":
+        emulator = OpenAIEmulator(
+            OpenAIEmulatorOptions(
+                reply=args.reply,
+                tone_hz=args.tone_hz,
+                tone_seconds=args.tone_seconds,
+                speed=args.speed,
+                accept_beta=args.accept_beta,
+            ),
+            host=args.host,
+            port=args.port,
+        )
+        hint = "BRIDGE_OPENAI_URL={url} OPENAI_API_KEY=anything"
+    else:
+        emulator = GeminiEmulator(
+            GeminiEmulatorOptions(
+                reply=args.reply,
+                tone_hz=args.tone_hz,
+                tone_seconds=args.tone_seconds,
+                speed=args.speed,
+            ),
+            host=args.host,
+            port=args.port,
+        )
+        hint = "BRIDGE_GEMINI_URL={url} GEMINI_API_KEY=anything"
 
     async def run() -> None:
-        async with OpenAIEmulator(options, host=args.host, port=args.port) as emulator:
+        await emulator.start()
+        try:
             print(
-                f"OpenAI Realtime emulator on {emulator.url}; point the bridge at it with "
-                f"BRIDGE_OPENAI_URL={emulator.url} OPENAI_API_KEY=anything; Ctrl+C stops it",
+                f"{args.provider} emulator on {emulator.url}; point the bridge at it with "
+                f"{hint.format(url=emulator.url)}; Ctrl+C stops it",
                 flush=True,
             )
             await asyncio.Event().wait()
+        finally:
+            await emulator.stop()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())

@@ -67,6 +67,11 @@ class Settings:
     openai_url: str = _setting(
         "wss://api.openai.com/v1/realtime", "OpenAI Realtime WebSocket URL (an emulator in tests)"
     )
+    gemini_url: str = _setting(
+        "wss://generativelanguage.googleapis.com/ws/"
+        "google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent",
+        "Gemini Live WebSocket URL (an emulator in tests)",
+    )
     openai_session_cap: float = _setting(
         3300.0,
         "seconds before an OpenAI session is renewed at a turn boundary (cap: 60 min)",
@@ -97,8 +102,10 @@ class Settings:
             raise ConfigError(f"provider must be one of {', '.join(PROVIDER_NAMES)}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
-        if not self.openai_url.startswith(("ws://", "wss://")):
-            raise ConfigError(f"openai_url must be a ws:// or wss:// URL (got {self.openai_url!r})")
+        for name in ("openai_url", "gemini_url"):
+            url = getattr(self, name)
+            if not url.startswith(("ws://", "wss://")):
+                raise ConfigError(f"{name} must be a ws:// or wss:// URL (got {url!r})")
         for url in self.ice_servers:
             if not url.startswith(("stun:", "turn:", "turns:")):
                 raise ConfigError(f"ice_servers: {url!r} is not a stun:, turn: or turns: URL")

@@ -1,7 +1,9 @@
 """Dollar cost of provider usage, from a versioned price table.
 
-Prices are USD per 1M tokens, copied from the providers' model pages (see
-``shared/protocols.md`` §1.13). An unknown model prices as ``None`` ("we don't know"), never 0.
+Prices are USD per 1M tokens, copied from the providers' pricing pages (OpenAI: see
+``shared/protocols.md`` §1.13; Gemini Live: Google's Gemini API pricing page and a Google
+answer on its developer forum for 2.0 Flash Live). An unknown model prices as ``None``
+("we don't know"), never 0.
 """
 
 from __future__ import annotations
@@ -68,5 +70,69 @@ def openai_cost(model: str, usage: dict[str, Any]) -> float | None:
         + _int(inp, "image_tokens") * prices.image_in
         + _int(out, "text_tokens") * prices.text_out
         + _int(out, "audio_tokens") * prices.audio_out
+    )
+    return round(total / 1_000_000, 8)
+
+
+@dataclass(frozen=True, slots=True)
+class ModalityPrices:
+    """Gemini bills by modality: text, and audio/image/video, in and out."""
+
+    text_in: float
+    media_in: float
+    text_out: float
+    audio_out: float
+
+
+GEMINI_PRICES: dict[str, ModalityPrices] = {
+    "gemini-2.5-flash-native-audio": ModalityPrices(0.50, 3.00, 2.00, 12.00),
+    "gemini-live-2.5-flash-native-audio": ModalityPrices(0.50, 3.00, 2.00, 12.00),
+    "gemini-2.0-flash-live-001": ModalityPrices(0.35, 2.10, 1.50, 8.50),
+}
+_GEMINI_SUFFIX = re.compile(r"-(preview|exp)(-\d{2}-\d{4})?$")
+
+
+def gemini_prices(model: str) -> ModalityPrices | None:
+    """Prices for ``model`` (``models/`` prefix and preview date suffixes ignored)."""
+    name = model.removeprefix("models/")
+    if name in GEMINI_PRICES:
+        return GEMINI_PRICES[name]
+    return GEMINI_PRICES.get(_GEMINI_SUFFIX.sub("", name))
+
+
+def _by_modality(details: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in details if isinstance(details, list) else []:
+        if isinstance(item, dict):
+            modality = str(item.get("modality") or "")
+            out[modality] = out.get(modality, 0) + _int(item, "tokenCount")
+    return out
+
+
+def gemini_cost(model: str, usage: dict[str, Any]) -> float | None:
+    """USD for one ``usageMetadata``, or None when the model is unknown.
+
+    Prompt tokens are billed by modality (TEXT at the text rate; AUDIO, IMAGE, VIDEO at the
+    media rate); response tokens likewise; thinking tokens as text output. Tokens the
+    details do not attribute are billed at the text rate.
+    """
+    prices = gemini_prices(model)
+    if prices is None:
+        return None
+    prompt = _by_modality(usage.get("promptTokensDetails"))
+    response = _by_modality(usage.get("responseTokensDetails"))
+    prompt_text = prompt.get("TEXT", 0) + max(
+        _int(usage, "promptTokenCount") - sum(prompt.values()), 0
+    )
+    response_text = response.get("TEXT", 0) + max(
+        _int(usage, "responseTokenCount") - sum(response.values()), 0
+    )
+    media_in = sum(v for k, v in prompt.items() if k != "TEXT")
+    audio_out = sum(v for k, v in response.items() if k != "TEXT")
+    total = (
+        prompt_text * prices.text_in
+        + media_in * prices.media_in
+        + (response_text + _int(usage, "thoughtsTokenCount")) * prices.text_out
+        + audio_out * prices.audio_out
     )
     return round(total / 1_000_000, 8)

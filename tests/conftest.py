@@ -100,3 +100,30 @@ async def openai_bridge(
         return bridge, emulator
 
     return start
+
+
+GEMINI_TEST_KEY = "AIza-test-0123456789"
+
+
+@pytest.fixture
+async def gemini_bridge(start_bridge: Callable[..., Any]) -> AsyncIterator[Callable[..., Any]]:
+    """Start a Gemini emulator with the given options and a bridge pointed at it."""
+    from bridge.emulators.gemini import GeminiEmulator, GeminiEmulatorOptions
+
+    started: list[GeminiEmulator] = []
+
+    async def start(bridge_settings: dict[str, Any] | None = None, **options: Any) -> Any:
+        emulator = GeminiEmulator(GeminiEmulatorOptions(**options))
+        await emulator.start()
+        started.append(emulator)
+        bridge = await start_bridge(
+            provider="gemini",
+            gemini_url=emulator.url,
+            gemini_api_key=GEMINI_TEST_KEY,
+            **(bridge_settings or {}),
+        )
+        return bridge, emulator
+
+    yield start
+    for emulator in started:
+        await emulator.stop()

@@ -5,25 +5,10 @@ from __future__ import annotations
 from ..config import Settings
 from ..errors import BadRequest
 from ..session_config import SessionConfig
-from . import echo, openai
+from . import echo, gemini, openai
 from .base import Provider, ProviderSpec
 
 __all__ = ["PROVIDERS", "Provider", "ProviderSpec", "create_provider"]
-
-
-def _refuse(settings: Settings, model: str, config: SessionConfig) -> Provider:
-    raise BadRequest("this provider is not part of this build yet", code="provider_unavailable")
-
-
-def _not_built(name: str) -> ProviderSpec:
-    return ProviderSpec(
-        name=name,
-        default_model="",
-        voices=(),
-        default_voice="",
-        create=_refuse,
-        unavailable_reason=lambda _s: f"the {name} provider is not part of this build yet",
-    )
 
 
 PROVIDERS: dict[str, ProviderSpec] = {
@@ -43,7 +28,14 @@ PROVIDERS: dict[str, ProviderSpec] = {
         create=openai.OpenAIProvider,
         unavailable_reason=openai.unavailable_reason,
     ),
-    "gemini": _not_built("gemini"),
+    "gemini": ProviderSpec(
+        name="gemini",
+        default_model=gemini.DEFAULT_MODEL,
+        voices=gemini.VOICES,
+        default_voice="Puck",
+        create=gemini.GeminiProvider,
+        unavailable_reason=gemini.unavailable_reason,
+    ),
 }
 
 

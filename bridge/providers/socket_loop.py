@@ -99,6 +99,10 @@ class SocketProvider(ABC):
         """Seconds after which the socket should be renewed at a turn boundary (None: never)."""
         return None
 
+    def _wake_at(self) -> float | None:
+        """A loop time at which :meth:`_verdict` must be asked again even if nothing arrives."""
+        return None
+
     def _fatal_close(self, code: int, reason: str) -> ev.Error | None:
         """An error event if this close code/reason means the session cannot go on."""
         if code in TRANSIENT_CLOSE_CODES:
@@ -212,7 +216,8 @@ class SocketProvider(ABC):
         writer = loop.create_task(self._write(ws), name=f"{self.name}-writer")
         try:
             while True:
-                deadline = cap_at if cap_at is not None and loop.time() < cap_at else None
+                wakes = [t for t in (cap_at, self._wake_at()) if t is not None]
+                deadline = min(wakes) if wakes and min(wakes) > loop.time() else None
                 try:
                     async with asyncio.timeout_at(deadline):
                         raw = await ws.recv()

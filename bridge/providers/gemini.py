@@ -1,0 +1,160 @@
+"""Provider ``gemini``: Gemini Live (``BidiGenerateContent``) over the shared socket loop.
+
+What is particular to Gemini:
+
+* the server's first word is ``setupComplete``; nothing may be sent before it;
+* user audio goes up as 16 kHz PCM16, replies come down as 24 kHz, often slower than real
+  time: replies get an adaptive pre-roll (:mod:`bridge.audio.playout`) so they play smoothly;
+* a connection lasts about 10 minutes and ends with a ``goAway``. The bridge then opens the
+  successor with the latest resumption handle (at the next turn boundary, or before the time
+  runs out), replays the user audio the server had not confirmed consuming, and closes the old
+  socket: the WebRTC peer hears nothing of it. A transient drop resumes the same way. The
+  conversation is never re-sent: the handle carries it;
+* errors arrive as close codes with reasons (1007 bad request or key, 1008 unknown model,
+  1011 with RESOURCE_EXHAUSTED for quota): those become clear ``error`` events; a resumption
+  the server refuses ends the session with one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import quote
+
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from .. import events as ev
+from ..audio.format import PCM16_16K, PCM16_24K, AudioFormat
+from ..audio.playout import Playback, PlayoutPolicy
+from ..config import Settings
+from ..errors import ProviderError
+from ..session_config import SessionConfig
+from .gemini_protocol import GeminiLiveProtocol
+from .socket_loop import OPEN_TIMEOUT_S, Outcome, SocketProvider
+
+DEFAULT_MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
+VOICES = ("Puck", "Charon", "Kore", "Fenrir", "Aoede", "Leda", "Orus", "Zephyr")
+QUOTA_WORDS = ("RESOURCE_EXHAUSTED", "quota", "exceeded")
+
+
+class GeminiProvider(SocketProvider):
+    """See the module docstring."""
+
+    name = "gemini"
+    # Gemini audio can arrive slower than real time: hold a new reply back until it can play
+    # through (at 0.8x, a 4 s horizon covers replies of about 20 s), at most 1.5 s.
+    playout = PlayoutPolicy(base_preroll_ms=120, horizon_ms=4000, max_preroll_ms=1500)
+
+    def __init__(self, settings: Settings, model: str, config: SessionConfig) -> None:
+        super().__init__(settings, model or DEFAULT_MODEL)
+        self.protocol = GeminiLiveProtocol(self.model, config)
+        self._handover_at: float | None = None
+        self._reconfigure = False
+        self.resumes = 0
+        self.replayed = 0
+
+    def configure_audio(self, peer_codec: str) -> tuple[AudioFormat, AudioFormat]:
+        return PCM16_16K, PCM16_24K
+
+    async def send_text(self, text: str) -> None:
+        self._send(self.protocol.user_text(text))
+
+    async def update_session(self, config: SessionConfig) -> None:
+        """Gemini takes configuration only in ``setup``: resume with the new one at the next
+        turn boundary (the handle keeps the conversation)."""
+        self.protocol.config = config
+        self._reconfigure = True
+
+    async def interrupt(self, played: Playback | None) -> None:
+        """Nothing to tell: Gemini detects barge-in itself and reports ``interrupted``."""
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **super().stats(),
+            "resumes": self.resumes,
+            "replayed_messages": self.replayed,
+            "unconfirmed_messages": self.protocol.unconfirmed,
+            "unknown_events": sum(self.protocol.unknown_events.values()),
+        }
+
+    # -- SocketProvider ------------------------------------------------------------------------
+
+    async def _open(self) -> ClientConnection:
+        key = quote(self._settings.gemini_api_key, safe="")
+        ws = await self._connect(f"{self._settings.gemini_url}?key={key}", {})
+        replay = self.protocol.new_connection()
+        resuming = self.protocol.handle is not None
+        self._handover_at = None
+        self._reconfigure = False
+        try:
+            await self._send_now(ws, self.protocol.setup())
+            async with asyncio.timeout(OPEN_TIMEOUT_S):
+                while not self.protocol.conn.ready:
+                    for event in self.protocol.receive(await ws.recv()):
+                        self._events.put_nowait(event)
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd is not None else 1006
+            reason = exc.rcvd.reason if exc.rcvd is not None else ""
+            if resuming and code in (1007, 1008):
+                raise ProviderError(
+                    f"Gemini refused to resume the session ({code}: {reason})",
+                    code="resume_rejected",
+                    fatal=True,
+                ) from None
+            error = self._fatal_close(code, reason)
+            if error is not None:
+                raise ProviderError(error.message, code=error.code, fatal=True) from None
+            raise ProviderError(f"Gemini closed during setup ({code})") from None
+        except TimeoutError:
+            await ws.close()
+            raise ProviderError("Gemini did not complete the setup in time") from None
+        for message in replay:
+            await self._send_now(ws, message)
+        self.replayed += len(replay)
+        self.resumes += resuming
+        return ws
+
+    def _receive(self, raw: str | bytes) -> list[ev.Event]:
+        events = self.protocol.receive(raw)
+        left = self.protocol.conn.go_away_in
+        if left is not None and self._handover_at is None:
+            # Hand over at the next turn boundary, or while there is still time.
+            now = asyncio.get_running_loop().time()
+            self._handover_at = now + max(min(left - 5.0, left * 0.8), 0.0)
+        return events
+
+    def _verdict(self, cap_reached: bool) -> Outcome | None:
+        boundary = self.protocol.at_turn_boundary
+        if self._handover_at is not None:
+            if boundary or asyncio.get_running_loop().time() >= self._handover_at:
+                return Outcome.RENEW
+        if self._reconfigure and boundary:
+            return Outcome.RENEW
+        return None
+
+    def _wake_at(self) -> float | None:
+        return self._handover_at
+
+    def _audio_message(self, pcm: bytes) -> dict[str, Any]:
+        return self.protocol.audio(pcm)
+
+    def _sent(self, message: dict[str, Any]) -> None:
+        self.protocol.sent(message)
+
+    def _fatal_close(self, code: int, reason: str) -> ev.Error | None:
+        detail = f"({code}{': ' + reason if reason else ''})"
+        if code == 1007:
+            kind = "invalid_api_key" if "API key" in reason else "invalid_argument"
+            return ev.Error(kind, f"Gemini refused the request {detail}", fatal=True)
+        if code == 1008:
+            kind = "model_not_found" if "not found" in reason else "policy_violation"
+            return ev.Error(kind, f"Gemini refused the session {detail}", fatal=True)
+        if code == 1011 and any(word in reason for word in QUOTA_WORDS):
+            message = f"Gemini closed the session: quota or concurrency limit reached {detail}"
+            return ev.Error("quota_exceeded", message, fatal=True)
+        return super()._fatal_close(code, reason)
+
+
+def unavailable_reason(settings: Settings) -> str | None:
+    return None if settings.gemini_api_key else "GEMINI_API_KEY (or GOOGLE_API_KEY) is not set"
