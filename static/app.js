@@ -194,11 +194,14 @@ function closeTurn(role, turn = openTurns[role]) {
 
 let usage = { totals: {}, cost: 0, costKnown: false };
 
-function addUsage(obj, prefix = '') {
+// Providers report usage in their own shapes; show the headline numbers only (the full
+// objects are in the event log): top-level counters, e.g. OpenAI's input/output tokens,
+// Gemini's prompt/response token counts, the echo provider's audio seconds.
+function addUsage(obj) {
   for (const [key, value] of Object.entries(obj || {})) {
-    const name = prefix + key;
-    if (typeof value === 'number' && Number.isFinite(value)) usage.totals[name] = (usage.totals[name] || 0) + value;
-    else if (value && typeof value === 'object' && !Array.isArray(value)) addUsage(value, `${name}.`);
+    if (typeof value === 'number' && Number.isFinite(value) && !/^total/i.test(key)) {
+      usage.totals[key] = (usage.totals[key] || 0) + value;
+    }
   }
 }
 
@@ -208,7 +211,7 @@ function renderUsage() {
     const div = document.createElement('div');
     const dt = document.createElement('dt');
     const dd = document.createElement('dd');
-    dt.textContent = key.replace(/_/g, ' ');
+    dt.textContent = key.replace(/_/g, ' ').replace(/([a-z])([A-Z])/g, '$1 $2').toLowerCase();
     dd.textContent = Number.isInteger(value) ? value.toLocaleString() : value.toFixed(3);
     div.append(dt, dd);
     return div;
@@ -563,6 +566,7 @@ function handleEvent(c, msg) {
       lastClosed.assistant = null;  // a final transcript from now on belongs to a new reply
       onSpeechStopped();
       break;
+    case 'interrupted':  // the provider cut its reply (Gemini): the next reply is a new turn
     case 'turnComplete':
       closeTurn('assistant');
       break;

@@ -1,0 +1,160 @@
+"""The demo page as people use it: Chromium, a microphone, the reply heard."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..conftest import GEMINI_TEST_KEY, OPENAI_TEST_KEY
+
+pytestmark = pytest.mark.browser
+
+REPLY_ENERGY = """async () => {
+  const report = await window.bridgeDemo.pc.getStats();
+  let energy = 0;
+  report.forEach((s) => {
+    if (s.type === 'inbound-rtp' && s.kind === 'audio') energy = s.totalAudioEnergy || 0;
+  });
+  return energy;
+}"""
+
+
+async def wait_for(page: Any, script: str, timeout_s: float = 20.0) -> None:
+    await page.wait_for_function(script, timeout=timeout_s * 1000)
+
+
+async def start_call(page: Any, url: str, provider: str | None = None) -> None:
+    await page.goto(url + "/")
+    await wait_for(page, "document.querySelector('#provider option[value=echo]') !== null")
+    if provider:
+        await page.select_option("#provider", provider)
+    await page.click("#start")
+    await wait_for(page, "document.querySelector('#state').textContent.trim() === 'connected'")
+
+
+async def check_a_heard_turn(page: Any, events: tuple[str, ...]) -> float:
+    """Wait for a whole turn and for reply audio to be decoded; returns its energy."""
+    for kind in events:
+        await wait_for(page, f"window.bridgeDemo.events.some(e => e.type === '{kind}')", 30)
+    energy = 0.0
+    for _ in range(100):
+        energy = await page.evaluate(REPLY_ENERGY)
+        if energy > 0.01:
+            break
+        await asyncio.sleep(0.1)
+    assert energy > 0.01, "no reply audio reached the browser"
+    attached = await page.evaluate(
+        "document.querySelector('#remote-audio').srcObject?.getAudioTracks().length || 0"
+    )
+    assert attached == 1, "the remote track is not attached to the <audio> element"
+    return float(energy)
+
+
+async def stop_call(page: Any, bridge: Any) -> None:
+    await page.click("#start")
+    await wait_for(page, "document.querySelector('#state').textContent.trim() === 'idle'")
+    for _ in range(100):
+        if not await bridge.sessions():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the session outlived the call")
+
+
+async def test_a_call_with_the_echo_provider(chromium: Any, bridge: Any, artifacts: Path) -> None:
+    page = await chromium.new_page(viewport={"width": 1100, "height": 900})
+    await start_call(page, bridge.url)
+    await check_a_heard_turn(page, ("speechStarted", "speechStopped", "turnComplete"))
+    transcript = await page.inner_text("#transcript")
+    assert "s of speech" in transcript and "echo of" in transcript
+    log = await page.text_content("#log") or ""  # the log is collapsed: not inner_text
+    assert "speechStarted" in log and "turnComplete" in log
+    await wait_for(page, "/\\d+ ms/.test(document.querySelector('#latency').textContent)")
+    # The meters move: the mic with the fake microphone's speech, the reply with the echo.
+    for meter in ("#mic-meter", "#reply-meter"):
+        await wait_for(
+            page,
+            f"parseFloat(document.querySelector('{meter}').style.getPropertyValue"
+            "('--level') || '0') > 0.05",
+        )
+    await page.screenshot(path=str(artifacts / "echo-call.png"), full_page=True)
+    await stop_call(page, bridge)
+
+
+@pytest.mark.parametrize("provider", ["openai", "gemini"])
+async def test_a_call_through_the_provider_picker(
+    chromium: Any, start_bridge: Any, start_openai_emulator: Any, provider: str, artifacts: Path
+) -> None:
+    from bridge.emulators.gemini import GeminiEmulator, GeminiEmulatorOptions
+
+    openai = await start_openai_emulator(reply="tone", tone_seconds=1.0)
+    async with GeminiEmulator(GeminiEmulatorOptions(reply="tone", tone_seconds=1.0)) as gemini:
+        bridge = await start_bridge(
+            openai_url=openai.url,
+            openai_api_key=OPENAI_TEST_KEY,
+            gemini_url=gemini.url,
+            gemini_api_key=GEMINI_TEST_KEY,
+        )
+        page = await chromium.new_page(viewport={"width": 1100, "height": 900})
+        await start_call(page, bridge.url, provider)
+        await check_a_heard_turn(page, ("transcript", "turnComplete", "usage"))
+        (session,) = await bridge.sessions()
+        assert session["provider"] == provider
+        assert "$" in await page.inner_text("#usage-cost")
+        await page.screenshot(path=str(artifacts / f"{provider}-call.png"), full_page=True)
+        await stop_call(page, bridge)
+    emulator = openai if provider == "openai" else gemini
+    assert emulator.sessions, f"the {provider} emulator was never called"
+
+
+async def test_a_lost_bridge_shows_a_readable_error(chromium: Any, artifacts: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "BRIDGE_PORT": str(port), "BRIDGE_ICE_ADDRESSES": "127.0.0.1"}
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve"], env=env)
+    try:
+        page = await chromium.new_page()
+        for _ in range(100):
+            try:
+                await page.goto(f"http://127.0.0.1:{port}/")
+                break
+            except Exception:
+                await asyncio.sleep(0.1)
+        await start_call(page, f"http://127.0.0.1:{port}")
+        proc.send_signal(signal.SIGKILL)  # a crash: no goodbye on the data channel
+        await wait_for(page, "!document.querySelector('#error').hidden", 45)
+        message = await page.inner_text("#error")
+        assert "connection to the bridge was lost" in message.lower()
+        assert "start" in message.lower()  # it says what to do
+        assert (await page.inner_text("#state")).strip() == "failed"
+        await page.screenshot(path=str(artifacts / "lost-connection.png"), full_page=True)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_the_page_fits_a_phone_screen(chromium: Any, bridge: Any) -> None:
+    page = await chromium.new_page(viewport={"width": 360, "height": 740})
+    await page.goto(bridge.url + "/")
+    overflow = await page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, f"{overflow} px of horizontal scroll on a 360 px screen"
+    assert await page.is_visible("#start")
+
+
+async def test_the_page_loads_nothing_from_outside(chromium: Any, bridge: Any) -> None:
+    page = await chromium.new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    await page.goto(bridge.url + "/")
+    await page.wait_for_load_state("networkidle")
+    assert requested and all(url.startswith(bridge.url) for url in requested), requested
