@@ -49,6 +49,10 @@ class Settings:
     max_body_bytes: int = _setting(
         65536, "largest signaling request body in bytes", min=1024, max=16 * 1024 * 1024
     )
+    receive_jitter: str = _setting(
+        "immediate",
+        "inbound jitter buffer: immediate (no added delay) or aiortc (its own, 80+ ms)",
+    )
     max_reply_buffer_ms: int = _setting(
         60_000, "most reply audio buffered for playback per call, in ms", min=200
     )
@@ -100,6 +104,8 @@ class Settings:
                 raise ConfigError(f"{f.name} must be at most {hi} (got {value})")
         if self.provider and self.provider not in PROVIDER_NAMES:
             raise ConfigError(f"provider must be one of {', '.join(PROVIDER_NAMES)}")
+        if self.receive_jitter not in ("immediate", "aiortc"):
+            raise ConfigError("receive_jitter must be immediate or aiortc")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         for name in ("openai_url", "gemini_url"):

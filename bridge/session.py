@@ -29,10 +29,10 @@ from aiortc.rtcdatachannel import RTCDataChannel
 from av import AudioFrame
 
 from . import events as ev
-from .audio import g711
+from .audio import g711, jitter
 from .audio.format import PCM16_24K
 from .audio.outbound import OPUS, PCMA, PCMU, OutboundAudioTrack
-from .audio.resample import Chunker, Resampler
+from .audio.resample import Resampler, split
 from .config import Settings
 from .errors import BadRequest, BridgeError
 from .ice import rtc_configuration
@@ -113,6 +113,8 @@ class CallSession:
         try:
             transceiver = pc.addTransceiver(self.track, direction="sendrecv")
             transceiver.setCodecPreferences(_codec_preferences(section.codecs))
+            if self.settings.receive_jitter == "immediate":
+                jitter.install(transceiver.receiver)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
             codec = answer_codec(pc.localDescription.sdp)
@@ -224,7 +226,7 @@ class CallSession:
             self._spawn(_drain(track), f"drain-{track.kind}")
 
     async def _pump_inbound(self, track: MediaStreamTrack) -> None:
-        """Peer audio -> one stateful resampler -> 20 ms chunks -> provider.
+        """Peer audio -> one stateful resampler -> pieces of at most 20 ms -> provider.
 
         For a G.711 provider the decoded 8 kHz samples are re-encoded, not resampled (mu-law
         decode then encode gives back the peer's own bytes).
@@ -232,7 +234,7 @@ class CallSession:
         await self._connected.wait()
         fmt = self.input_format
         resampler = Resampler(fmt.rate)
-        chunker = Chunker(fmt.rate * 20 // 1000)
+        chunk = fmt.rate * 20 // 1000
         timeout = self.settings.inactivity_timeout
         while True:
             try:
@@ -246,11 +248,11 @@ class CallSession:
                 return
             if not isinstance(frame, AudioFrame):
                 continue
-            for chunk in chunker.push(resampler.resample(frame)):
-                self.audio_in_ms += 20
+            for piece in split(resampler.resample(frame), chunk):
+                self.audio_in_ms += len(piece) * 500 // fmt.rate
                 if fmt.is_g711:
-                    chunk = g711.encode(np.frombuffer(chunk, dtype="<i2"), fmt.encoding)
-                self.provider.send_audio(chunk)
+                    piece = g711.encode(np.frombuffer(piece, dtype="<i2"), fmt.encoding)
+                self.provider.send_audio(piece)
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         if channel.label != EVENTS_CHANNEL or self._channel is not None:

@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from bridge.audio.resample import Chunker, Resampler
+from bridge.audio.resample import Resampler, split
 
 
 def frames_of(
@@ -108,10 +108,8 @@ def test_pcm_at_the_target_rate_passes_through() -> None:
     assert Resampler(24000).resample_pcm(samples, 24000) is samples
 
 
-def test_chunker_cuts_exact_chunks_and_keeps_the_rest() -> None:
-    chunker = Chunker(480)
-    assert chunker.push(np.zeros(400, dtype=np.int16)) == []
-    out = chunker.push(np.arange(1000, dtype=np.int16))
-    assert [len(c) for c in out] == [960, 960]
-    assert chunker.pending_samples == 1400 - 960
-    assert np.frombuffer(out[0], dtype="<i2")[400] == 0
+def test_split_cuts_pieces_and_holds_nothing_back() -> None:
+    pieces = split(np.arange(1000, dtype=np.int16), 480)
+    assert [len(p) for p in pieces] == [960, 960, 80]
+    assert np.frombuffer(pieces[2], dtype="<i2")[0] == 960
+    assert split(np.zeros(0, dtype=np.int16), 480) == []

@@ -79,26 +79,13 @@ class Resampler:
         return self.resample(pcm_frame(pcm, rate, self._pts))
 
 
-class Chunker:
-    """Cuts a stream of PCM16 samples into fixed-size chunks, keeping the remainder."""
+def split(samples: PCM16, size: int) -> list[bytes]:
+    """Little-endian bytes in pieces of at most ``size`` samples; nothing is held back.
 
-    def __init__(self, chunk_samples: int) -> None:
-        if chunk_samples <= 0:
-            raise ValueError("chunk_samples must be positive")
-        self.chunk_samples = chunk_samples
-        self._pending: PCM16 = np.zeros(0, dtype=np.int16)
-
-    def push(self, samples: PCM16) -> list[bytes]:
-        """Append samples and return every complete chunk as little-endian bytes."""
-        data = np.concatenate([self._pending, samples]) if self._pending.size else samples
-        n = data.size // self.chunk_samples
-        end = n * self.chunk_samples
-        self._pending = data[end:].copy()
-        return [
-            data[i : i + self.chunk_samples].astype("<i2", copy=False).tobytes()
-            for i in range(0, end, self.chunk_samples)
-        ]
-
-    @property
-    def pending_samples(self) -> int:
-        return int(self._pending.size)
+    Holding a remainder to make every piece exactly 20 ms would delay most of each piece by
+    up to a frame (the resampler's first output is a little short); providers take any size.
+    """
+    if size <= 0:
+        raise ValueError("size must be positive")
+    data = samples.astype("<i2", copy=False)
+    return [data[i : i + size].tobytes() for i in range(0, data.size, size)]
