@@ -11,7 +11,8 @@ from . import signaling
 from .config import Settings
 from .errors import BridgeError
 from .ice import restrict_host_addresses
-from .keys import REGISTRY, SETTINGS
+from .keys import METRICS, REGISTRY, SETTINGS
+from .metrics import Metrics
 from .registry import SessionRegistry
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[json_errors])
     app[SETTINGS] = settings
     app[REGISTRY] = SessionRegistry(settings.max_sessions)
+    app[METRICS] = Metrics()
     app.cleanup_ctx.append(_close_sessions)
     signaling.add_routes(app)
     return app

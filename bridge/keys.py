@@ -5,7 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from .config import Settings
+from .metrics import Metrics
 from .registry import SessionRegistry
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", SessionRegistry)
+METRICS = web.AppKey("metrics", Metrics)

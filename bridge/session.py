@@ -36,6 +36,7 @@ from .audio.resample import Resampler, split
 from .config import Settings
 from .errors import BadRequest, BridgeError
 from .ice import rtc_configuration
+from .metrics import Metrics
 from .providers import Provider
 from .sdp import answer_codec, check_offer
 from .session_config import SessionConfig
@@ -71,6 +72,7 @@ class CallSession:
         config: SessionConfig,
         kind: str = "offer",
         on_closed: Callable[[CallSession], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.id = session_id
         self.kind = kind
@@ -82,7 +84,8 @@ class CallSession:
         self.close_reason: str | None = None
         self.codec: str | None = None
         self.input_format = PCM16_24K
-        self.track = OutboundAudioTrack(max_buffer_ms=settings.max_reply_buffer_ms)
+        self.metrics = metrics
+        self.track = OutboundAudioTrack(max_buffer_ms=settings.max_reply_buffer_ms, metrics=metrics)
         self._on_closed = on_closed
         self._pc = RTCPeerConnection(rtc_configuration(settings.ice_servers))
         self._channel: RTCDataChannel | None = None
@@ -236,6 +239,8 @@ class CallSession:
         resampler = Resampler(fmt.rate)
         chunk = fmt.rate * 20 // 1000
         timeout = self.settings.inactivity_timeout
+        metrics = self.metrics
+        clock = asyncio.get_running_loop().time
         while True:
             try:
                 async with asyncio.timeout(timeout):
@@ -248,11 +253,14 @@ class CallSession:
                 return
             if not isinstance(frame, AudioFrame):
                 continue
+            received = clock()
             for piece in split(resampler.resample(frame), chunk):
                 self.audio_in_ms += len(piece) * 500 // fmt.rate
                 if fmt.is_g711:
                     piece = g711.encode(np.frombuffer(piece, dtype="<i2"), fmt.encoding)
                 self.provider.send_audio(piece)
+            if metrics is not None:
+                metrics.uplink((clock() - received) * 1000)
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         if channel.label != EVENTS_CHANNEL or self._channel is not None:

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from .errors import BadRequest
-from .keys import REGISTRY, SETTINGS
+from .keys import METRICS, REGISTRY, SETTINGS
 from .providers import PROVIDERS, create_provider
 from .sdp import check_offer
 from .session import CallSession
@@ -42,6 +42,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/sessions/{id}", delete_session)
     app.router.add_get("/providers", list_providers)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/stats", stats)
+    app.router.add_post("/stats/reset", reset_stats)
     static_dir = Path(app[SETTINGS].static_dir or STATIC_DEFAULT)
     app.router.add_get("/", index)
     if static_dir.is_dir():
@@ -95,6 +97,7 @@ async def _start_session(
         config=config,
         kind=kind,
         on_closed=registry.remove,
+        metrics=app[METRICS],
     )
     registry.add(call)
     answer = await call.start(offer_sdp)
@@ -196,6 +199,18 @@ async def list_providers(request: web.Request) -> web.Response:
             }
         )
     return web.json_response({"providers": items})
+
+
+async def stats(request: web.Request) -> web.Response:
+    """Audio-path latency and punctuality of this process, with its CPU time and memory."""
+    return web.json_response(
+        {"sessions": len(request.app[REGISTRY]), **request.app[METRICS].snapshot()}
+    )
+
+
+async def reset_stats(request: web.Request) -> web.Response:
+    request.app[METRICS].reset()
+    return web.json_response({"status": "reset"})
 
 
 async def healthz(request: web.Request) -> web.Response:

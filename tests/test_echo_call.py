@@ -69,3 +69,28 @@ async def test_silence_between_replies_is_silent(bridge: Bridge) -> None:
         assert all(rms(s) < 50 for _, s in client.heard.frames)
     finally:
         await client.close()
+
+
+async def test_stats_measure_the_audio_path(bridge: Bridge) -> None:
+    client = await one_turn(bridge, ("opus",))
+    try:
+        async with bridge.http.get(f"{bridge.url}/stats") as r:
+            stats = await r.json()
+        print(
+            f"\nstats after one echo turn: uplink {stats['uplink_ms']}, "
+            f"downlink {stats['downlink_ms']}"
+        )
+        assert stats["sessions"] == 1
+        assert stats["uplink_ms"]["count"] > 50  # one per decoded inbound frame
+        assert stats["downlink_ms"]["count"] >= 1  # the reply reached an idle track
+        # Goals are 5 ms up and 25 ms down (see the benchmark); these margins catch breakage.
+        assert stats["uplink_ms"]["p99"] < 15
+        assert stats["downlink_ms"]["max"] < 75
+        assert stats["outbound_frames"] > 50
+        assert stats["cpu_seconds"] > 0 and stats["rss_bytes"] > 0
+        async with bridge.http.post(f"{bridge.url}/stats/reset") as r:
+            assert r.status == 200
+        async with bridge.http.get(f"{bridge.url}/stats") as r:
+            assert (await r.json())["uplink_ms"]["count"] < 10
+    finally:
+        await client.close()

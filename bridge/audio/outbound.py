@@ -21,7 +21,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import av
 import numpy as np
@@ -31,6 +31,9 @@ from av.audio.codeccontext import AudioCodecContext
 from . import g711
 from .format import PCM16_24K, AudioFormat
 from .playout import Playback, PlayoutBuffer, PlayoutPolicy
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
 from .resample import PCM16, Resampler, pcm_frame
 
 log = logging.getLogger(__name__)
@@ -83,8 +86,11 @@ class OutboundAudioTrack(MediaStreamTrack):
         max_lateness_ms: int = 200,
         codec: OutboundCodec = OPUS,
         policy: PlayoutPolicy | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__()
+        self._metrics = metrics
+        self._arrived_at: float | None = None  # when audio reached an idle track
         self._max_buffer_ms = max_buffer_ms
         self._max_lateness = max_lateness_ms / 1000
         self._policy = policy or PlayoutPolicy()
@@ -162,7 +168,10 @@ class OutboundAudioTrack(MediaStreamTrack):
             samples = g711.decode(data, self._source.encoding)
         else:
             samples = np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)
-        self.playout.push(samples, item_id, asyncio.get_running_loop().time())
+        now = asyncio.get_running_loop().time()
+        if self._arrived_at is None and not self.playout.buffered_ms:
+            self._arrived_at = now
+        self.playout.push(samples, item_id, now)
 
     def end_of_reply(self, item_id: str | None = None) -> None:
         """The provider sent all of the current reply: play the rest without holding back."""
@@ -205,23 +214,31 @@ class OutboundAudioTrack(MediaStreamTrack):
         now = loop.time()
         if self._start is None:
             self._start = now
-        else:
-            delay = self._start + self._frames * FRAME_MS / 1000 - now
-            if delay > 0:
-                await asyncio.sleep(delay)
-                if self.readyState != "live":
-                    raise MediaStreamError
-            elif -delay > self._max_lateness:
-                # We were starved of CPU: re-anchor instead of bursting to catch up.
-                self._start = now - self._frames * FRAME_MS / 1000
-                self.late_resets += 1
+        due = self._start + self._frames * FRAME_MS / 1000
+        if due > now:
+            await asyncio.sleep(due - now)
+            if self.readyState != "live":
+                raise MediaStreamError
+            now = loop.time()
+        elif now - due > self._max_lateness:
+            # We were starved of CPU: re-anchor instead of bursting to catch up.
+            self._start = now - self._frames * FRAME_MS / 1000
+            self.late_resets += 1
         self._frames += 1
-        samples, had_audio = self.playout.take(self._source_frame, loop.time())
+        samples, had_audio = self.playout.take(self._source_frame, now)
         packet = self._encode(samples)
         self.frames_sent += 1
+        if self._metrics is not None:
+            self._metrics.frame((now - due) * 1000)
         if had_audio:
             self.audio_frames_sent += 1
-            self.last_audio_sent_at = loop.time()
+            self.last_audio_sent_at = now
+            if self._arrived_at is not None:
+                if self._metrics is not None:
+                    self._metrics.downlink((loop.time() - self._arrived_at) * 1000)
+                self._arrived_at = None
+        elif self._arrived_at is not None and not self.playout.holding:
+            self._arrived_at = None  # flushed before it played
         return packet
 
     def _encode(self, samples: np.ndarray[Any, Any]) -> av.Packet[Any]:
