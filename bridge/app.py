@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from . import signaling
+from .cluster import Cluster
 from .config import Settings
 from .errors import BridgeError
 from .ice import restrict_host_addresses
-from .keys import METRICS, REGISTRY, SETTINGS
+from .keys import CLUSTER, METRICS, REGISTRY, SETTINGS
 from .metrics import Metrics
 from .registry import SessionRegistry
 
@@ -57,14 +58,19 @@ async def _close_sessions(app: web.Application) -> AsyncIterator[None]:
     await app[REGISTRY].close_all("server_shutdown")
 
 
-def create_app(settings: Settings | None = None) -> web.Application:
-    """A bridge application; it owns its sessions and closes them all on cleanup."""
+def create_app(settings: Settings | None = None, cluster: Cluster | None = None) -> web.Application:
+    """A bridge application; it owns its sessions and closes them all on cleanup.
+
+    ``cluster`` is given when this is one of several worker processes (:mod:`bridge.cluster`).
+    """
     settings = settings if settings is not None else Settings.from_sources()
     restrict_host_addresses(settings.ice_addresses)
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[json_errors])
     app[SETTINGS] = settings
     app[REGISTRY] = SessionRegistry(settings.max_sessions)
     app[METRICS] = Metrics()
+    if cluster is not None:
+        app[CLUSTER] = cluster
     app.cleanup_ctx.append(_close_sessions)
     signaling.add_routes(app)
     return app

@@ -78,19 +78,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(settings: Settings) -> int:
-    from aiohttp import web
+    from .server import serve
 
-    from .app import create_app
-
-    def announce(_: str) -> None:
+    def announce(workers: int) -> None:
         print(
             f"rtc-bridge on http://{settings.host}:{settings.port}/ "
-            f"(default provider: {settings.default_provider}); Ctrl+C stops it",
+            f"(default provider: {settings.default_provider}, {workers} worker"
+            f"{'s' if workers > 1 else ''}); Ctrl+C stops it",
             flush=True,
         )
 
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=announce)
-    return 0
+    try:
+        return serve(settings, announce)
+    except OSError as exc:
+        print(
+            f"bridge: error: cannot listen on {settings.host}:{settings.port}: {exc}",
+            file=sys.stderr,
+        )
+        return 2
 
 
 def _emulate(args: argparse.Namespace) -> int:

@@ -39,6 +39,12 @@ class Settings:
     ice_addresses: tuple[str, ...] = _setting(
         (), "local addresses to offer as ICE host candidates, comma separated (default: all)"
     )
+    workers: int = _setting(
+        0, "worker processes sharing the port (0: one per CPU core)", min=0, max=64
+    )
+    runtime_dir: str = _setting(
+        "", "folder for the workers' private sockets (default: a new temporary folder)"
+    )
     max_sessions: int = _setting(100, "most concurrent calls; more get HTTP 503", min=1)
     connect_timeout: float = _setting(
         15.0, "seconds a new peer has to connect before its session ends", min=0.1

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from .errors import BadRequest
-from .keys import METRICS, REGISTRY, SETTINGS
+from .keys import CLUSTER, METRICS, REGISTRY, SETTINGS
 from .providers import PROVIDERS, create_provider
 from .sdp import check_offer
 from .session import CallSession
 from .session_config import SessionConfig
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATIC_DEFAULT = Path(__file__).resolve().parent.parent / "static"
 WHIP_CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -91,7 +93,7 @@ async def _start_session(
     config = base.merged(session if session is not None else {})
     provider = create_provider(settings, name, model, config)
     call = CallSession(
-        session_id=secrets.token_urlsafe(12),
+        session_id=_new_session_id(app),
         settings=settings,
         provider=provider,
         config=config,
@@ -102,6 +104,12 @@ async def _start_session(
     registry.add(call)
     answer = await call.start(offer_sdp)
     return call, answer
+
+
+def _new_session_id(app: web.Application) -> str:
+    token = secrets.token_urlsafe(12)
+    cluster = app.get(CLUSTER)
+    return cluster.session_id(token) if cluster is not None else token
 
 
 async def post_offer(request: web.Request) -> web.Response:
@@ -152,7 +160,47 @@ async def options_whip(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={"Accept-Post": "application/sdp", **WHIP_CORS})
 
 
-async def patch_whip(request: web.Request) -> web.Response:
+def _session(request: web.Request) -> CallSession:
+    call = request.app[REGISTRY].get(request.match_info["id"])
+    if call is None:
+        raise BadRequest("no such session", code="not_found", status=404)
+    return call
+
+
+def _elsewhere(request: web.Request) -> int | None:
+    """The worker that owns the requested session, when it is not this one."""
+    cluster = request.app.get(CLUSTER)
+    if cluster is None or request.app[REGISTRY].get(request.match_info["id"]) is not None:
+        return None
+    owner = cluster.owner(request.match_info["id"])
+    return owner if owner is not None and owner != cluster.index else None
+
+
+def _routed(handler: Handler) -> Handler:
+    """Run ``handler`` where the session lives: here, or forwarded to its worker."""
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        owner = _elsewhere(request)
+        if owner is not None:
+            return await request.app[CLUSTER].forward(request, owner)
+        return await handler(request)
+
+    return route
+
+
+@_routed
+async def get_session(request: web.Request) -> web.StreamResponse:
+    return web.json_response(_session(request).describe())
+
+
+@_routed
+async def delete_session(request: web.Request) -> web.StreamResponse:
+    await _session(request).close("deleted")
+    return web.json_response({"status": "closed"}, headers=WHIP_CORS)
+
+
+@_routed
+async def patch_whip(request: web.Request) -> web.StreamResponse:
     _session(request)
     raise BadRequest(
         "trickle ICE and ICE restart are not supported: the answer carries every candidate",
@@ -161,24 +209,13 @@ async def patch_whip(request: web.Request) -> web.Response:
     )
 
 
-def _session(request: web.Request) -> CallSession:
-    call = request.app[REGISTRY].get(request.match_info["id"])
-    if call is None:
-        raise BadRequest("no such session", code="not_found", status=404)
-    return call
-
-
-async def get_session(request: web.Request) -> web.Response:
-    return web.json_response(_session(request).describe())
-
-
-async def delete_session(request: web.Request) -> web.Response:
-    await _session(request).close("deleted")
-    return web.json_response({"status": "closed"}, headers=WHIP_CORS)
-
-
 async def list_sessions(request: web.Request) -> web.Response:
-    return web.json_response({"sessions": [s.describe() for s in request.app[REGISTRY]]})
+    sessions = [s.describe() for s in request.app[REGISTRY]]
+    cluster = request.app.get(CLUSTER)
+    if cluster is not None and "local" not in request.query:
+        for answer in await cluster.gather("/sessions?local=1"):
+            sessions.extend(answer.get("sessions", []))
+    return web.json_response({"sessions": sessions})
 
 
 async def list_providers(request: web.Request) -> web.Response:
@@ -202,14 +239,20 @@ async def list_providers(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
-    """Audio-path latency and punctuality of this process, with its CPU time and memory."""
-    return web.json_response(
-        {"sessions": len(request.app[REGISTRY]), **request.app[METRICS].snapshot()}
-    )
+    """Audio-path latency and punctuality of this process, with its CPU time and memory;
+    with several workers, ``workers`` lists each one's."""
+    mine = {"sessions": len(request.app[REGISTRY]), **request.app[METRICS].snapshot()}
+    cluster = request.app.get(CLUSTER)
+    if cluster is not None and "local" not in request.query:
+        mine["workers"] = [dict(mine), *await cluster.gather("/stats?local=1")]
+    return web.json_response(mine)
 
 
 async def reset_stats(request: web.Request) -> web.Response:
     request.app[METRICS].reset()
+    cluster = request.app.get(CLUSTER)
+    if cluster is not None and "local" not in request.query:
+        await cluster.gather_post("/stats/reset?local=1")
     return web.json_response({"status": "reset"})
 
 

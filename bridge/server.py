@@ -1,0 +1,124 @@
+"""Running the service: one process, or a parent and N forked workers sharing one socket.
+
+The parent binds the listening socket before it forks, so every worker accepts on it (the
+kernel spreads connections); each worker also listens on a private Unix socket through which
+the others forward requests about its sessions (:mod:`bridge.cluster`). The parent only
+forwards signals and waits; if a worker dies, the others are stopped so that a supervisor
+restarts the whole service rather than a half of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import tempfile
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from .app import create_app
+from .cluster import Cluster
+from .config import Settings
+
+
+def worker_count(settings: Settings) -> int:
+    return settings.workers or os.cpu_count() or 1
+
+
+def listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def serve(settings: Settings, announce: Callable[[int], None]) -> int:
+    """Serve until SIGINT/SIGTERM; returns the exit code."""
+    sock = listen(settings.host, settings.port)
+    workers = worker_count(settings)
+    announce(workers)
+    if workers == 1:
+        return _run_worker(settings, sock, None)
+    own_folder = not settings.runtime_dir
+    folder = tempfile.mkdtemp(prefix="rtc-bridge-") if own_folder else settings.runtime_dir
+    paths = tuple(os.path.join(folder, f"worker-{i}.sock") for i in range(workers))
+    pids: list[int] = []
+    try:
+        for index in range(workers):
+            pid = os.fork()
+            if pid == 0:  # the worker
+                code = 1
+                try:
+                    code = _run_worker(settings, sock, Cluster(index, paths))
+                finally:
+                    os._exit(code)
+            pids.append(pid)
+        sock.close()
+        return _supervise(pids)
+    finally:
+        if own_folder:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
+
+def _supervise(pids: list[int]) -> int:
+    def forward(signum: int, _frame: object) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    worst = 0
+    alive = set(pids)
+    while alive:
+        pid, status = os.wait()
+        alive.discard(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0 and alive:
+            worst = worst or (code if code > 0 else 1)
+            forward(signal.SIGTERM, None)  # one worker died: stop the rest
+        elif code > 0:
+            worst = worst or code
+    return worst
+
+
+def _run_worker(settings: Settings, sock: socket.socket, cluster: Cluster | None) -> int:
+    async def main() -> None:
+        runner = web.AppRunner(create_app(settings, cluster), handle_signals=False)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        if cluster is not None:
+            await web.UnixSite(runner, cluster.sockets[cluster.index]).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    _event_loop_runner()(main())
+    return 0
+
+
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
+    """uvloop when it is installed (a faster event loop), else asyncio's."""
+    try:
+        import uvloop
+
+        return uvloop.run  # type: ignore[no-any-return,unused-ignore]
+    except ImportError:
+        return asyncio.run
