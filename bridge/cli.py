@@ -39,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     emulate.add_argument("provider", choices=["openai", "gemini"], help="which to emulate")
     emulate.add_argument("--host", default="127.0.0.1")
     emulate.add_argument("--port", type=int, default=8765)
-    emulate.add_argument("--reply", choices=["echo", "tone", "text"], default="echo")
+    emulate.add_argument(
+        "--reply",
+        choices=["echo", "tone", "text", "loopback"],
+        default="echo",
+        help="loopback (openai): every appended chunk comes straight back, for latency tests",
+    )
     emulate.add_argument("--tone-hz", type=float, default=660.0)
     emulate.add_argument("--tone-seconds", type=float, default=1.0)
     emulate.add_argument(

@@ -1,7 +1,7 @@
 """Running the service: one process, or a parent and N forked workers sharing one socket.
 
-The parent binds the listening socket before it forks, so every worker accepts on it (the
-kernel spreads connections); each worker also listens on a private Unix socket through which
+Each worker binds its own listening socket to the port with SO_REUSEPORT, and the kernel
+spreads new connections evenly over them; each worker also listens on a private Unix socket through which
 the others forward requests about its sessions (:mod:`bridge.cluster`). The parent only
 forwards signals and waits; if a worker dies, the others are stopped so that a supervisor
 restarts the whole service rather than a half of it.
@@ -30,23 +30,31 @@ def worker_count(settings: Settings) -> int:
     return settings.workers or os.cpu_count() or 1
 
 
-def listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int, *, shared: bool = False, backlog: int = 1024) -> socket.socket:
+    """A listening socket; ``shared`` ones (SO_REUSEPORT) let the kernel spread new
+    connections evenly over the workers, each of which binds its own."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(1024)
+    if backlog:
+        sock.listen(backlog)
     sock.setblocking(False)
     return sock
 
 
 def serve(settings: Settings, announce: Callable[[int], None]) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit code."""
-    sock = listen(settings.host, settings.port)
     workers = worker_count(settings)
-    announce(workers)
     if workers == 1:
+        sock = listen(settings.host, settings.port)
+        announce(workers)
         return _run_worker(settings, sock, None)
+    # Fail here, not in every worker, when the port is taken (bound, never listening).
+    listen(settings.host, settings.port, shared=True, backlog=0).close()
+    announce(workers)
     own_folder = not settings.runtime_dir
     folder = tempfile.mkdtemp(prefix="rtc-bridge-") if own_folder else settings.runtime_dir
     paths = tuple(os.path.join(folder, f"worker-{i}.sock") for i in range(workers))
@@ -57,11 +65,11 @@ def serve(settings: Settings, announce: Callable[[int], None]) -> int:
             if pid == 0:  # the worker
                 code = 1
                 try:
+                    sock = listen(settings.host, settings.port, shared=True)
                     code = _run_worker(settings, sock, Cluster(index, paths))
                 finally:
                     os._exit(code)
             pids.append(pid)
-        sock.close()
         return _supervise(pids)
     finally:
         if own_folder:

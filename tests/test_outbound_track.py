@@ -58,6 +58,9 @@ async def test_silence_when_idle_and_after_the_reply() -> None:
     assert rms(audio[-48000 // 20 :]) < 50
     assert track.played_ms("r1") == 100
     assert not track.playing
+    # Idle frames are the cached silence packet, not encoded again; the frame right after
+    # the reply was encoded (the encoder's look-ahead holds the end of the reply).
+    assert track.silent_frames == 5 + 12 - 6
 
 
 async def test_flush_cuts_at_once_and_reports_what_played() -> None:

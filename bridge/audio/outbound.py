@@ -18,6 +18,7 @@ of a reply the user actually heard (never wall clock).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 from fractions import Fraction
@@ -73,6 +74,20 @@ def _encoder(codec: OutboundCodec) -> AudioCodecContext:
     return ctx
 
 
+@functools.cache
+def _silence_packet(codec: OutboundCodec) -> bytes:
+    """One 20 ms frame of digital silence, encoded once per codec and process."""
+    if codec.name != "opus":
+        return bytes([g711.silence_byte(codec.name.lower())]) * codec.frame_samples
+    encoder = _encoder(codec)
+    zeros = np.zeros(codec.frame_samples, dtype=np.int16)
+    packet = b""
+    for i in range(3):  # past the encoder's start-up frames: a steady silent packet
+        (encoded,) = encoder.encode(pcm_frame(zeros, codec.rate, i * codec.frame_samples))
+        packet = bytes(encoded)
+    return packet
+
+
 class OutboundAudioTrack(MediaStreamTrack):
     """A paced audio track fed with provider PCM16 mono; see the module docstring."""
 
@@ -106,6 +121,7 @@ class OutboundAudioTrack(MediaStreamTrack):
         # Statistics, read by sessions, tests and benchmarks.
         self.frames_sent = 0
         self.audio_frames_sent = 0
+        self.silent_frames = 0  # sent as the cached silence packet, not encoded
         self.late_resets = 0
         self.last_audio_sent_at: float | None = None
         self.last_flush_at: float | None = None
@@ -115,6 +131,7 @@ class OutboundAudioTrack(MediaStreamTrack):
         self.passthrough = source.is_g711 and source.encoding == codec.name.lower()
         # Buffered units: G.711 bytes in passthrough, else PCM16 samples at the source rate
         # (G.711 for an Opus peer is decoded on arrival).
+        self._time_base = Fraction(1, codec.rate)
         self.source_rate = source.rate
         self._source_frame = self.source_rate * FRAME_MS // 1000
         self.playout = PlayoutBuffer(
@@ -226,7 +243,7 @@ class OutboundAudioTrack(MediaStreamTrack):
             self.late_resets += 1
         self._frames += 1
         samples, had_audio = self.playout.take(self._source_frame, now)
-        packet = self._encode(samples)
+        packet = self._encode(samples, had_audio)
         self.frames_sent += 1
         if self._metrics is not None:
             self._metrics.frame((now - due) * 1000)
@@ -241,17 +258,21 @@ class OutboundAudioTrack(MediaStreamTrack):
             self._arrived_at = None  # flushed before it played
         return packet
 
-    def _encode(self, samples: np.ndarray[Any, Any]) -> av.Packet[Any]:
+    def _encode(self, samples: np.ndarray[Any, Any], had_audio: bool) -> av.Packet[Any]:
         codec = self._codec
         if self.passthrough:
-            raw: av.Packet[Any] = av.Packet(samples.tobytes())
-            raw.pts = self._pts
-            raw.time_base = Fraction(1, codec.rate)
-            self._pts += samples.size
-            return raw
+            return self._packet(samples.tobytes(), samples.size)
+        if not had_audio and self._encoder is None:
+            # Idle: a silent frame is always the same packet, so don't encode it again (libopus
+            # spends more on digital silence than on speech). After audio the real encoder
+            # runs one more silent frame to let its look-ahead out, then is dropped; the
+            # next reply starts a fresh one, matching a decoder that has heard only silence.
+            self.silent_frames += 1
+            return self._packet(_silence_packet(codec), codec.frame_samples)
         if self._encoder is None:
             self._encoder = _encoder(codec)
             self._resampler = Resampler(codec.rate)
+            self._fifo = np.zeros(0, dtype=np.int16)
         assert self._resampler is not None
         out = self._resampler.resample_pcm(samples, self.source_rate)
         fifo = np.concatenate([self._fifo, out]) if self._fifo.size else out
@@ -263,10 +284,15 @@ class OutboundAudioTrack(MediaStreamTrack):
         packets = self._encoder.encode(pcm_frame(frame_samples, codec.rate, self._pts))
         if len(packets) != 1:
             raise MediaStreamError(f"{codec.av_codec} returned {len(packets)} packets")
-        packet = packets[0]
+        if not had_audio:
+            self._encoder = None  # the reply's tail is out: back to cached silence
+        return self._packet(bytes(packets[0]), n)
+
+    def _packet(self, payload: bytes, samples: int) -> av.Packet[Any]:
+        packet: av.Packet[Any] = av.Packet(payload)
         packet.pts = self._pts
-        packet.time_base = Fraction(1, codec.rate)
-        self._pts += n
+        packet.time_base = self._time_base
+        self._pts += samples
         return packet
 
     def stop(self) -> None:

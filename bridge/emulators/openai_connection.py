@@ -132,6 +132,16 @@ class Connection:
         except (binascii.Error, ValueError):
             raise EmulatorError("invalid_value", "Invalid base64 in 'audio'.", "audio") from None
         fmt = self.rec.input_format
+        if self.opt.reply == "loopback":  # an instant echo, for latency benchmarks
+            await self.send(
+                "response.output_audio.delta",
+                response_id="resp_loopback",
+                item_id="item_loopback",
+                output_index=0,
+                content_index=0,
+                delta=audio,
+            )
+            return
         self.rec.audio += data
         self.buffer += data
         pcm = g711.decode(data, fmt.encoding).tobytes() if fmt.is_g711 else data

@@ -85,7 +85,7 @@ def default_session(model: str) -> dict[str, Any]:
 class OpenAIEmulatorOptions:
     """What the emulator replies and which faults it injects (each fault fires once)."""
 
-    reply: str = "echo"  # echo | tone | text
+    reply: str = "echo"  # echo | tone | text | loopback (every append comes straight back)
     tone_hz: float = 660.0
     tone_seconds: float = 1.0
     reply_text: str = "Hello! This is the OpenAI emulator speaking."
