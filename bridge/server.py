@@ -1,8 +1,8 @@
-"""Running the service: one process, or a parent and N forked workers sharing one socket.
+"""Running the service: one process, or a parent and N forked workers sharing one port.
 
 Each worker binds its own listening socket to the port with SO_REUSEPORT, and the kernel
-spreads new connections evenly over them; each worker also listens on a private Unix socket through which
-the others forward requests about its sessions (:mod:`bridge.cluster`). The parent only
+spreads new connections evenly over them; each worker also listens on a private Unix socket
+through which the others forward requests about its sessions (:mod:`bridge.cluster`). The parent only
 forwards signals and waits; if a worker dies, the others are stopped so that a supervisor
 restarts the whole service rather than a half of it.
 """
