@@ -2,9 +2,9 @@
 
 Each worker binds its own listening socket to the port with SO_REUSEPORT, and the kernel
 spreads new connections evenly over them; each worker also listens on a private Unix socket
-through which the others forward requests about its sessions (:mod:`bridge.cluster`). The parent only
-forwards signals and waits; if a worker dies, the others are stopped so that a supervisor
-restarts the whole service rather than a half of it.
+through which the others forward requests about its sessions (:mod:`bridge.cluster`).
+The parent only forwards signals and waits; if a worker dies, the others are stopped so
+that a supervisor restarts the whole service rather than a half of it.
 """
 
 from __future__ import annotations
