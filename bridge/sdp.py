@@ -21,6 +21,7 @@ class MediaSection:
     payload_types: tuple[str, ...]
     codecs: tuple[str, ...]  # lower-case encoding names, in the offer's order
     direction: str
+    rtpmap: dict[str, str]
 
 
 def parse_media(sdp: str) -> list[MediaSection]:
@@ -45,6 +46,7 @@ def parse_media(sdp: str) -> list[MediaSection]:
                     payload_types=pts,
                     codecs=tuple(c for c in codecs if c),
                     direction=str(current["direction"] or session_direction),
+                    rtpmap=dict(rtpmap),
                 )
             )
 
@@ -125,3 +127,17 @@ def answer_codec(answer_sdp: str) -> OutboundCodec:
             if codec is not None:
                 return codec
     raise BadRequest("no audio codec could be negotiated", code="no_common_codec", status=422)
+
+
+def payload_types(answer_sdp: str) -> dict[int, str]:
+    """Payload type -> codec (lower case) of the answer's audio section."""
+    out: dict[int, str] = {}
+    for section in parse_media(answer_sdp):
+        if section.kind == "audio":
+            for pt in section.payload_types:
+                if pt.isdigit():
+                    name = section.rtpmap.get(pt) or _STATIC_PT.get(pt, "")
+                    if name:
+                        out[int(pt)] = name
+            break
+    return out

@@ -31,6 +31,7 @@ from av import AudioFrame
 from . import events as ev
 from .audio import g711, jitter
 from .audio.format import PCM16_24K
+from .audio.inbound import InboundAudio
 from .audio.outbound import OPUS, PCMA, PCMU, OutboundAudioTrack
 from .audio.resample import Resampler, split
 from .config import Settings
@@ -38,7 +39,7 @@ from .errors import BadRequest, BridgeError
 from .ice import rtc_configuration
 from .metrics import Metrics
 from .providers import Provider
-from .sdp import answer_codec, check_offer
+from .sdp import answer_codec, check_offer, payload_types
 from .session_config import SessionConfig
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,8 @@ class CallSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self._connected = asyncio.Event()
         self._channel_open = asyncio.Event()
+        self._inbound: InboundAudio | None = None
+        self._remote_audio: MediaStreamTrack | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
         self._client_events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(MAX_CLIENT_BACKLOG)
         self.audio_in_ms = 0
@@ -116,8 +119,6 @@ class CallSession:
         try:
             transceiver = pc.addTransceiver(self.track, direction="sendrecv")
             transceiver.setCodecPreferences(_codec_preferences(section.codecs))
-            if self.settings.receive_jitter == "immediate":
-                jitter.install(transceiver.receiver)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
             codec = answer_codec(pc.localDescription.sdp)
@@ -132,6 +133,22 @@ class CallSession:
         self.input_format, output_format = self.provider.configure_audio(codec.name.lower())
         self.track.set_source(output_format)
         self.track.set_policy(self.provider.playout)
+        if self.settings.receive_jitter == "immediate":
+            loop = asyncio.get_running_loop()
+            inbound = InboundAudio(
+                payload_types(pc.localDescription.sdp),
+                self.input_format,
+                self._deliver,
+                loop.time,
+                self.metrics.uplink if self.metrics is not None else None,
+            )
+            if jitter.install(transceiver.receiver, inbound):
+                self._inbound = inbound
+        if self._inbound is not None:
+            # The fast path decodes packets as they arrive; the track stays empty.
+            self._spawn(self._watch_inbound(self._inbound), "inbound-watchdog")
+        elif self._remote_audio is not None:
+            self._spawn(self._pump_inbound(self._remote_audio), "inbound")
         self._spawn(self._watch_connect(), "connect-watchdog")
         self._spawn(self._run_provider(), "provider")
         self._spawn(self._serve_client_events(), "client-events")
@@ -224,9 +241,27 @@ class CallSession:
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":
-            self._spawn(self._pump_inbound(track), "inbound")
+            self._remote_audio = track  # read (or watched) once negotiation is done
         else:
             self._spawn(_drain(track), f"drain-{track.kind}")
+
+    def _deliver(self, audio: bytes) -> None:
+        """Inbound audio in the provider's format, from the fast path."""
+        self.audio_in_ms += self.input_format.bytes_to_ms(len(audio))
+        self.provider.send_audio(audio)
+
+    async def _watch_inbound(self, inbound: InboundAudio) -> None:
+        """End the call when the peer's audio stops (the fast path has no recv() to time)."""
+        await self._connected.wait()
+        loop = asyncio.get_running_loop()
+        timeout = self.settings.inactivity_timeout
+        since = loop.time()
+        while True:
+            idle = loop.time() - (inbound.last_packet_at or since)
+            if idle >= timeout:
+                self.end("inactive")
+                return
+            await asyncio.sleep(min(timeout - idle, 1.0) + 0.005)
 
     async def _pump_inbound(self, track: MediaStreamTrack) -> None:
         """Peer audio -> one stateful resampler -> pieces of at most 20 ms -> provider.

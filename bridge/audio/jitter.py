@@ -45,10 +45,11 @@ class ImmediateJitterBuffer:
         return False, JitterFrame(data=data, timestamp=packet.timestamp)
 
 
-def install(receiver: Any) -> bool:
-    """Give an aiortc audio receiver the zero-delay buffer; False if aiortc changed shape."""
+def install(receiver: Any, buffer: Any = None) -> bool:
+    """Give an aiortc audio receiver ``buffer`` (default: the zero-delay one); False if
+    aiortc changed shape and its own buffer stays."""
     if not hasattr(receiver, _PRIVATE_ATTRIBUTE):
         log.warning("aiortc has no %s: keeping its own jitter buffer", _PRIVATE_ATTRIBUTE)
         return False
-    setattr(receiver, _PRIVATE_ATTRIBUTE, ImmediateJitterBuffer())
+    setattr(receiver, _PRIVATE_ATTRIBUTE, buffer if buffer is not None else ImmediateJitterBuffer())
     return True

@@ -8,6 +8,7 @@ change of input format, layout or rate (e.g. a codec switch from Opus to PCMU) r
 
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
 from typing import cast
 
@@ -18,12 +19,18 @@ import numpy.typing as npt
 PCM16 = npt.NDArray[np.int16]
 
 
+@functools.cache
+def time_base(rate: int) -> Fraction:
+    """``1/rate``, made once: a Fraction per 20 ms frame shows up in profiles."""
+    return Fraction(1, rate)
+
+
 def pcm_frame(samples: PCM16, rate: int, pts: int) -> av.AudioFrame:
     """An ``s16`` mono frame with rate, pts and time base set (PyAV defaults them to 0/None)."""
     frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
     frame.sample_rate = rate
     frame.pts = pts
-    frame.time_base = Fraction(1, rate)
+    frame.time_base = time_base(rate)
     return frame
 
 
@@ -62,7 +69,7 @@ class Resampler:
         if frame.pts is None or frame.time_base is None:
             # The resampler wants timestamps; make them contiguous in the frame's own rate.
             frame.pts = self._pts
-            frame.time_base = Fraction(1, frame.sample_rate)
+            frame.time_base = time_base(frame.sample_rate)
         self._pts = int(frame.pts) + frame.samples
         frames = self._resampler.resample(frame)
         if not frames:

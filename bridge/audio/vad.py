@@ -19,10 +19,10 @@ class VadEvent(Enum):
 
 def level_dbfs(pcm: bytes) -> float:
     """RMS level of PCM16 LE samples in dB relative to full scale (-inf for digital silence)."""
-    samples = np.frombuffer(pcm, dtype="<i2")
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
     if not samples.size:
         return -math.inf
-    rms = float(np.sqrt(np.mean(samples.astype(np.float32) ** 2)))
+    rms = math.sqrt(float(np.dot(samples, samples)) / samples.size)
     return 20 * math.log10(rms / 32768) if rms > 0 else -math.inf
 
 
