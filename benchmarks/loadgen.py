@@ -238,7 +238,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result["late_pct"] = round(late / max(received, 1) * 100, 2)
         for call in calls:
             await call.close()
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(4.0)  # the bridge collects and trims memory 2 s after calls end
         after = await server_stats(http, args.url)
         result["server_rss_after_mb"] = round(after["rss_bytes"] / 2**20, 1)
         return result

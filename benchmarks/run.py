@@ -207,6 +207,28 @@ def summary(r: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def pair(latency: dict[str, Any] | None) -> str:
+    return f"{latency['p50']}/{latency['p99']}" if latency else "-"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results as the README's table."""
+    rows = [
+        "| server | calls | CPU/call (% of a core) | RSS/call MB | missing % | late % "
+        "| uplink p50/p99 ms | downlink p50/p99 ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in results["points"]:
+        if "error" in p:
+            continue
+        rows.append(
+            f"| {p['server']} | {p['calls']} | {p['cpu_pct_per_call']} | {p['rss_mb_per_call']} "
+            f"| {p['missing_pct']} | {p['late_pct']} "
+            f"| {pair(p.get('uplink_ms'))} | {pair(p.get('downlink_ms'))} |"
+        )
+    return "\n".join(rows)
+
+
 def capacity(points: list[dict[str, Any]]) -> int:
     """The most calls that kept missing and late packets within MAX_LATE_PCT."""
     ok = [
@@ -225,8 +247,8 @@ def main() -> None:
     window = 5.0 if args.quick else 8.0
     sweeps = {
         "stock": [1, 5, 10] if args.quick else [1, 5, 10, 15],
-        "echo": [1, 10, 25] if args.quick else [1, 10, 20, 30, 40],
-        "openai": [1, 10, 25] if args.quick else [1, 10, 20, 30],
+        "echo": [1, 5, 10, 25] if args.quick else [1, 5, 10, 20, 30, 40],
+        "openai": [1, 5, 10, 25] if args.quick else [1, 5, 10, 20, 30],
     }
     results: dict[str, Any] = {
         "machine": {
@@ -253,16 +275,27 @@ def main() -> None:
     for p in results["points"]:
         by_kind.setdefault(p["server"], []).append(p)
 
-    def per_call(kind: str) -> float:
-        ok = [p for p in by_kind.get(kind, []) if "cpu_pct_per_call" in p and p["calls"] >= 5]
-        return min((p["cpu_pct_per_call"] for p in ok), default=float("nan"))
+    def at(kind: str, calls: int) -> float | None:
+        for p in by_kind.get(kind, []):
+            if p["calls"] == calls and "cpu_pct_per_call" in p:
+                return float(p["cpu_pct_per_call"])
+        return None
 
+    # CPU per call is compared where both keep up and share fixed costs alike: 5 calls.
+    stock5, echo5, openai5 = at("stock", 5), at("echo", 5), at("openai", 5)
     results["summary"] = {
         "capacity_per_core": {k: capacity(v) for k, v in by_kind.items()},
-        "cpu_pct_per_call": {k: per_call(k) for k in by_kind},
-        "bridge_over_stock_cpu": round(per_call("echo") / per_call("stock"), 3),
+        "cpu_pct_per_call_at_5": {"stock": stock5, "echo": echo5, "openai": openai5},
+        "bridge_over_stock_cpu_at_5": {
+            "echo": round(echo5 / stock5, 3) if echo5 and stock5 else None,
+            "openai": round(openai5 / stock5, 3) if openai5 and stock5 else None,
+        },
+        "click_rtt_p50_ms": {
+            p["server"]: p.get("click_rtt_ms", {}).get("p50") for p in results["click"]
+        },
         "capacity_per_machine": {n: capacity(v) for n, v in results["workers"].items()},
     }
+    print(markdown(results))
     print(json.dumps(results["summary"], indent=2))
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")

@@ -24,6 +24,7 @@ from aiohttp import web
 from .app import create_app
 from .cluster import Cluster
 from .config import Settings
+from .registry import freeze_startup_objects
 
 
 def worker_count(settings: Settings) -> int:
@@ -106,6 +107,7 @@ def _run_worker(settings: Settings, sock: socket.socket, cluster: Cluster | None
     async def main() -> None:
         runner = web.AppRunner(create_app(settings, cluster), handle_signals=False)
         await runner.setup()
+        freeze_startup_objects()
         await web.SockSite(runner, sock).start()
         if cluster is not None:
             await web.UnixSite(runner, cluster.sockets[cluster.index]).start()

@@ -113,3 +113,28 @@ async def test_thirty_connect_disconnect_cycles_leave_nothing(bridge: Bridge) ->
     gc.collect()
     peers = [o for o in gc.get_objects() if isinstance(o, RTCPeerConnection)]
     assert peers == [], f"{len(peers)} peer connections still alive"
+
+
+async def test_finished_calls_are_collected_soon() -> None:
+    """Calls leave reference cycles: the registry runs a full collection after they end."""
+    from bridge.registry import SessionRegistry
+
+    from .conftest import make_settings
+
+    registry = SessionRegistry(10, gc_delay=0.05)
+    from bridge.providers.echo import EchoProvider
+    from bridge.session import CallSession
+    from bridge.session_config import SessionConfig
+
+    settings = make_settings()
+    session = CallSession(
+        session_id="s1",
+        settings=settings,
+        provider=EchoProvider(settings, "", SessionConfig()),
+        config=SessionConfig(),
+        on_closed=registry.remove,
+    )
+    registry.add(session)
+    await session.close("test")
+    assert len(registry) == 0 and registry.collections == 0
+    await wait_until(lambda: asyncio.sleep(0, registry.collections == 1), timeout=2)
