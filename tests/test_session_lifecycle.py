@@ -9,7 +9,12 @@ from typing import Any
 
 from aiortc import RTCPeerConnection
 
-from .conftest import Bridge
+from bridge.providers.echo import EchoProvider
+from bridge.registry import SessionRegistry
+from bridge.session import CallSession
+from bridge.session_config import SessionConfig
+
+from .conftest import Bridge, make_settings
 from .peer import ClientPeer
 
 
@@ -117,15 +122,7 @@ async def test_thirty_connect_disconnect_cycles_leave_nothing(bridge: Bridge) ->
 
 async def test_finished_calls_are_collected_soon() -> None:
     """Calls leave reference cycles: the registry runs a full collection after they end."""
-    from bridge.registry import SessionRegistry
-
-    from .conftest import make_settings
-
     registry = SessionRegistry(10, gc_delay=0.05)
-    from bridge.providers.echo import EchoProvider
-    from bridge.session import CallSession
-    from bridge.session_config import SessionConfig
-
     settings = make_settings()
     session = CallSession(
         session_id="s1",
