@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -25,6 +26,8 @@ from .app import create_app
 from .cluster import Cluster
 from .config import Settings
 from .registry import freeze_startup_objects
+
+PR_SET_PDEATHSIG = 1
 
 
 def worker_count(settings: Settings) -> int:
@@ -66,6 +69,7 @@ def serve(settings: Settings, announce: Callable[[int], None]) -> int:
             if pid == 0:  # the worker
                 code = 1
                 try:
+                    _end_with_parent()
                     sock = listen(settings.host, settings.port, shared=True)
                     code = _run_worker(settings, sock, Cluster(index, paths))
                 finally:
@@ -79,6 +83,12 @@ def serve(settings: Settings, announce: Callable[[int], None]) -> int:
             for path in paths:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
+
+
+def _end_with_parent() -> None:
+    """Linux: SIGTERM this worker if the parent dies, even by SIGKILL (no orphans serving)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _supervise(pids: list[int]) -> int:

@@ -85,3 +85,43 @@ async def test_two_workers_share_the_port_and_route_by_session(tmp_path: Path) -
         proc.wait(timeout=30)
     assert proc.returncode == 0
     assert list(tmp_path.glob("worker-*.sock")) == []
+
+
+async def test_workers_do_not_outlive_a_killed_parent(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "BRIDGE_PORT": str(free_port()),
+        "BRIDGE_WORKERS": "2",
+        "BRIDGE_RUNTIME_DIR": str(tmp_path),
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve"], env=env)
+    try:
+        for _ in range(200):
+            if len(list(tmp_path.glob("worker-*.sock"))) == 2:
+                break
+            await asyncio.sleep(0.05)
+        children = [
+            int(pid)
+            for pid in subprocess.run(
+                ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+            ).stdout.split()
+        ]
+        assert len(children) == 2
+        proc.kill()
+        proc.wait()
+        for _ in range(200):
+            alive = [pid for pid in children if _alive(pid)]
+            if not alive:
+                break
+            await asyncio.sleep(0.05)
+        assert alive == [], "workers kept serving after the parent died"
+    finally:
+        proc.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

@@ -118,7 +118,12 @@ async def test_a_lost_bridge_shows_a_readable_error(chromium: Any, artifacts: Pa
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "BRIDGE_PORT": str(port), "BRIDGE_ICE_ADDRESSES": "127.0.0.1"}
+    env = {
+        **os.environ,
+        "BRIDGE_PORT": str(port),
+        "BRIDGE_ICE_ADDRESSES": "127.0.0.1",
+        "BRIDGE_WORKERS": "1",
+    }  # one process: SIGKILL is a crash, no goodbye
     proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve"], env=env)
     try:
         page = await chromium.new_page()
