@@ -114,6 +114,12 @@ def _supervise(pids: list[int]) -> int:
 
 
 def _run_worker(settings: Settings, sock: socket.socket, cluster: Cluster | None) -> int:
+    # A stop signal can come before the event loop is up (e.g. while a sibling still starts):
+    # remember it instead of dying with a traceback, and stop as soon as the loop runs.
+    early: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda received, _frame: early.append(received))
+
     async def main() -> None:
         runner = web.AppRunner(create_app(settings, cluster), handle_signals=False)
         await runner.setup()
@@ -125,12 +131,20 @@ def _run_worker(settings: Settings, sock: socket.socket, cluster: Cluster | None
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        if early:
+            stop.set()
         try:
             await stop.wait()
         finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+                signal.signal(signum, signal.SIG_IGN)  # a second signal must not break shutdown
             await runner.cleanup()
 
-    _event_loop_runner()(main())
+    try:
+        _event_loop_runner()(main())
+    except KeyboardInterrupt:  # Ctrl+C while shutting down is still a clean stop
+        pass
     return 0
 
 
