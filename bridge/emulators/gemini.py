@@ -19,7 +19,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import logging
 import math
 import re
 import secrets
@@ -29,15 +28,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ..audio.resample import Resampler
 from ..audio.vad import EnergyVad, VadEvent
-
-_ws_log = logging.getLogger("bridge.emulators.websocket")
-_ws_log.setLevel(logging.INFO)
+from .server import EmulatorServer
 
 SETUP_FIELDS = {
     "model",
@@ -380,56 +377,24 @@ class _GeminiConnection:
         await self.ws.close(1000, "")
 
 
-class GeminiEmulator:
+class GeminiEmulator(EmulatorServer):
     """A WebSocket server on 127.0.0.1 speaking Gemini Live; see the module docstring."""
+
+    options: GeminiEmulatorOptions
 
     PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
 
     def __init__(
         self, options: GeminiEmulatorOptions | None = None, host: str = "127.0.0.1", port: int = 0
     ) -> None:
+        super().__init__(host, port)
         self.options = options or GeminiEmulatorOptions()
-        self.host, self.port = host, port
         self.sessions: list[GeminiSessionRecord] = []
         self.handles: dict[str, tuple[GeminiSessionRecord, int]] = {}
-        self._fired: set[str] = set()
-        self._server: Server | None = None
 
     @property
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}{self.PATH}"
-
-    def take_fault(self, name: str) -> Any:
-        value = getattr(self.options, name)
-        if not value or name in self._fired:
-            return None
-        self._fired.add(name)
-        return value
-
-    async def start(self) -> None:
-        self._server = await serve(
-            self._handle,
-            self.host,
-            self.port,
-            process_request=self._check_request,
-            max_size=None,
-            close_timeout=1.0,
-            logger=_ws_log,
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def __aenter__(self) -> GeminiEmulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     def _check_request(self, conn: ServerConnection, request: Request) -> Response | None:
         if "BidiGenerateContent" not in urlsplit(request.path).path:

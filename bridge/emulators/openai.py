@@ -14,13 +14,12 @@ handles client events, ``openai_reply`` streams responses, ``openai_session`` ho
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 from collections.abc import Sequence
 from http import HTTPStatus
+from typing import Any
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
@@ -31,12 +30,9 @@ from .openai_session import (
     OpenAIEmulatorOptions,
     default_session,
 )
+from .server import EmulatorServer
 
 __all__ = ["EmulatedSession", "OpenAIEmulator", "OpenAIEmulatorOptions"]
-
-# websockets logs request headers (API keys) at DEBUG: use a logger that never does.
-_ws_log = logging.getLogger("bridge.emulators.websocket")
-_ws_log.setLevel(logging.INFO)
 
 
 def _select_subprotocol(
@@ -46,57 +42,25 @@ def _select_subprotocol(
     return Subprotocol("realtime") if "realtime" in offered else None
 
 
-class OpenAIEmulator:
+class OpenAIEmulator(EmulatorServer):
     """A WebSocket server on 127.0.0.1 speaking OpenAI Realtime GA; see the module docstring."""
+
+    options: OpenAIEmulatorOptions
 
     def __init__(
         self, options: OpenAIEmulatorOptions | None = None, host: str = "127.0.0.1", port: int = 0
     ) -> None:
+        super().__init__(host, port)
         self.options = options or OpenAIEmulatorOptions()
-        self.host, self.port = host, port
         self.sessions: list[EmulatedSession] = []
         self.stalled: list[EmulatedSession] = []
-        self._fired: set[str] = set()
-        self._server: Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
 
     @property
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}/v1/realtime"
 
-    def take_fault(self, name: str) -> float | None:
-        """The fault's delay the first time it is asked for, None afterwards."""
-        value = getattr(self.options, name)
-        if value is None or name in self._fired:
-            return None
-        self._fired.add(name)
-        return float(value)
-
-    async def start(self) -> None:
-        self._server = await serve(
-            self._handle,
-            self.host,
-            self.port,
-            process_request=self._check_request,
-            select_subprotocol=_select_subprotocol,
-            max_size=None,
-            close_timeout=1.0,
-            logger=_ws_log,
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def __aenter__(self) -> OpenAIEmulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    async def start(self, **serve_options: Any) -> None:
+        await super().start(select_subprotocol=_select_subprotocol, **serve_options)
 
     def _api_key(self, request: Request) -> str:
         auth = request.headers.get("Authorization", "")
