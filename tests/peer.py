@@ -204,3 +204,12 @@ class ClientPeer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def connected(bridge: Any, codecs: tuple[str, ...] = ("opus",), **extra: Any) -> ClientPeer:
+    """A client that has connected to ``bridge`` and seen its ``open`` event."""
+    client = ClientPeer(codecs=codecs)
+    await client.connect(bridge.http, bridge.url, **extra)
+    await client.wait_connected()
+    await client.wait_event("open")
+    return client

@@ -5,19 +5,11 @@ from __future__ import annotations
 import json
 
 from .conftest import Bridge
-from .peer import ClientPeer
-
-
-async def connected_client(bridge: Bridge, **extra: object) -> ClientPeer:
-    client = ClientPeer()
-    await client.connect(bridge.http, bridge.url, **extra)
-    await client.wait_connected()
-    await client.wait_event("open")
-    return client
+from .peer import connected
 
 
 async def test_typed_text_gets_a_text_reply(bridge: Bridge) -> None:
-    client = await connected_client(bridge)
+    client = await connected(bridge)
     try:
         client.channel.send(json.dumps({"type": "text", "text": "hello"}))
         _, delta = await client.wait_event("text")
@@ -28,7 +20,7 @@ async def test_typed_text_gets_a_text_reply(bridge: Bridge) -> None:
 
 
 async def test_bad_client_messages_get_error_events_and_the_call_goes_on(bridge: Bridge) -> None:
-    client = await connected_client(bridge)
+    client = await connected(bridge)
     try:
         cases = [
             ("{nope", "invalid_json"),
@@ -54,7 +46,7 @@ async def test_bad_client_messages_get_error_events_and_the_call_goes_on(bridge:
 
 
 async def test_session_update_is_merged_and_applied(bridge: Bridge) -> None:
-    client = await connected_client(bridge, session={"instructions": "be brief"})
+    client = await connected(bridge, session={"instructions": "be brief"})
     try:
         (session,) = list(bridge.registry)
         assert session.config.instructions == "be brief"

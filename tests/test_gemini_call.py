@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .peer import ClientPeer, dominant_frequency, rms
+from .peer import ClientPeer, connected, dominant_frequency, rms
 from .test_openai_call import wait_heard
 from .test_resample import snr_vs_ideal_tone
 from .test_session_lifecycle import our_tasks, wait_until
@@ -17,14 +17,6 @@ SESSION = {
     "voice": "Kore",
     "turn_detection": {"type": "server_vad", "silence_duration_ms": 400},
 }
-
-
-async def connected(bridge: Any, **extra: Any) -> ClientPeer:
-    client = ClientPeer()
-    await client.connect(bridge.http, bridge.url, **extra)
-    await client.wait_connected()
-    await client.wait_event("open")
-    return client
 
 
 async def test_a_turn_through_the_gemini_emulator(gemini_bridge: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .peer import ClientPeer
+from .peer import ClientPeer, connected
 from .test_session_lifecycle import our_tasks, wait_until
 
 
@@ -15,14 +15,6 @@ async def talk(client: ClientPeer, seconds: float = 0.8) -> None:
     client.mic.say(440, seconds)
     client.mic.pause(0.6)
     await client.wait_event("usage", after=before, timeout=15)
-
-
-async def connected(bridge: Any) -> ClientPeer:
-    client = ClientPeer()
-    await client.connect(bridge.http, bridge.url)
-    await client.wait_connected()
-    await client.wait_event("open")
-    return client
 
 
 def provider_of(bridge: Any) -> Any:
