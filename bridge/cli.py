@@ -109,31 +109,19 @@ def _emulate(args: argparse.Namespace) -> int:
     from .emulators.gemini import GeminiEmulator, GeminiEmulatorOptions
     from .emulators.openai import OpenAIEmulator, OpenAIEmulatorOptions
 
+    common = {
+        "reply": args.reply,
+        "tone_hz": args.tone_hz,
+        "tone_seconds": args.tone_seconds,
+        "speed": args.speed,
+    }
     emulator: OpenAIEmulator | GeminiEmulator
     if args.provider == "openai":
-        emulator = OpenAIEmulator(
-            OpenAIEmulatorOptions(
-                reply=args.reply,
-                tone_hz=args.tone_hz,
-                tone_seconds=args.tone_seconds,
-                speed=args.speed,
-                accept_beta=args.accept_beta,
-            ),
-            host=args.host,
-            port=args.port,
-        )
+        options = OpenAIEmulatorOptions(**common, accept_beta=args.accept_beta)
+        emulator = OpenAIEmulator(options, host=args.host, port=args.port)
         hint = "BRIDGE_OPENAI_URL={url} OPENAI_API_KEY=anything"
     else:
-        emulator = GeminiEmulator(
-            GeminiEmulatorOptions(
-                reply=args.reply,
-                tone_hz=args.tone_hz,
-                tone_seconds=args.tone_seconds,
-                speed=args.speed,
-            ),
-            host=args.host,
-            port=args.port,
-        )
+        emulator = GeminiEmulator(GeminiEmulatorOptions(**common), host=args.host, port=args.port)
         hint = "BRIDGE_GEMINI_URL={url} GEMINI_API_KEY=anything"
 
     async def run() -> None:

@@ -87,6 +87,12 @@ class Settings:
         "seconds before an OpenAI session is renewed at a turn boundary (cap: 60 min)",
         min=1,
     )
+    provider_connect_timeout: float = _setting(
+        15.0, "seconds a provider has to open its session before the call ends", min=0.5
+    )
+    provider_audio_queue_ms: int = _setting(
+        5000, "user audio held (oldest dropped) while a provider socket is replaced, in ms", min=100
+    )
     provider_reconnects: int = _setting(
         3, "reconnection attempts after a transient provider drop", min=0, max=20
     )

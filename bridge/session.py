@@ -50,7 +50,6 @@ MAX_CHANNEL_MESSAGE = 64 * 1024
 MAX_CLIENT_BACKLOG = 64
 CLOSE_FLUSH_S = 0.2
 ERROR_DELIVERY_GRACE_S = 5.0
-PROVIDER_CONNECT_TIMEOUT_S = 15.0
 
 
 class State(enum.Enum):
@@ -366,7 +365,7 @@ class CallSession:
 
     async def _run_provider(self) -> None:
         try:
-            async with asyncio.timeout(PROVIDER_CONNECT_TIMEOUT_S):
+            async with asyncio.timeout(self.settings.provider_connect_timeout):
                 await self.provider.connect()
         except (BridgeError, TimeoutError, OSError) as exc:
             if isinstance(exc, BridgeError):

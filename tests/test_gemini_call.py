@@ -10,7 +10,7 @@ import numpy as np
 from .peer import ClientPeer, connected, dominant_frequency, rms
 from .test_openai_call import wait_heard
 from .test_resample import snr_vs_ideal_tone
-from .test_session_lifecycle import our_tasks, wait_until
+from .test_session_lifecycle import assert_ended_by_provider, wait_until
 
 SESSION = {
     "instructions": "Be brief.",
@@ -162,14 +162,8 @@ async def test_a_rejected_resume_ends_the_session_clearly(gemini_bridge: Any) ->
     bridge, _emulator = await gemini_bridge(go_away_after_s=0.5, reject_resume=True)
     client = await connected(bridge)
     try:
-        _, error = await client.wait_event("error", timeout=10)
-        assert error["error"]["code"] == "resume_rejected"
-        assert "resume" in error["error"]["message"]
-        _, close = await client.wait_event("close", timeout=5)
-        assert close["reason"] == "provider_error"
-        await wait_until(lambda: asyncio.sleep(0, not list(bridge.registry)), timeout=5)
-        assert await bridge.sessions() == []
-        assert our_tasks() == []
+        error = await assert_ended_by_provider(bridge, client, "resume_rejected")
+        assert "resume" in error["message"]
     finally:
         await client.close()
 

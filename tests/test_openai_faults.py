@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from .peer import ClientPeer, connected
-from .test_session_lifecycle import our_tasks, wait_until
+from .test_session_lifecycle import assert_ended_by_provider, wait_until
 
 
 async def talk(client: ClientPeer, seconds: float = 0.8) -> None:
@@ -110,14 +110,8 @@ async def test_an_invalid_key_ends_the_session_with_a_clear_error(openai_bridge:
     client = ClientPeer()
     await client.connect(bridge.http, bridge.url)
     try:
-        _, error = await client.wait_event("error")
-        assert error["error"]["code"] == "invalid_api_key"
-        assert "OPENAI_API_KEY" in error["error"]["message"]
-        _, close = await client.wait_event("close")
-        assert close["reason"] == "provider_error"
-        await wait_until(lambda: asyncio.sleep(0, not list(bridge.registry)), timeout=5)
-        assert await bridge.sessions() == []
-        assert our_tasks() == []
+        error = await assert_ended_by_provider(bridge, client, "invalid_api_key")
+        assert "OPENAI_API_KEY" in error["message"]
     finally:
         await client.close()
 
@@ -135,3 +129,27 @@ async def test_reconnect_gives_up_after_the_configured_tries(openai_bridge: Any)
         assert close["reason"] == "provider_error"
     finally:
         await client.close()
+
+
+async def test_a_provider_that_never_answers_ends_the_call_in_time(start_bridge: Any) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accept the TCP connection, never answer the WebSocket upgrade
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    bridge = await start_bridge(
+        provider="openai",
+        openai_url=f"ws://127.0.0.1:{port}/v1/realtime",
+        openai_api_key="sk-test",
+        provider_connect_timeout=1.0,
+    )
+    client = ClientPeer()
+    await client.connect(bridge.http, bridge.url)
+    try:
+        error = await assert_ended_by_provider(bridge, client, "provider_unavailable")
+        assert "did not answer" in error["message"]
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()

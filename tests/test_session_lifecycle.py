@@ -38,6 +38,18 @@ def other_tasks() -> list[Any]:
     ]
 
 
+async def assert_ended_by_provider(bridge: Any, client: ClientPeer, code: str) -> dict[str, Any]:
+    """The client got an ``error`` with ``code`` and a close; nothing of the call is left."""
+    _, error = await client.wait_event("error", timeout=10)
+    assert error["error"]["code"] == code, error
+    _, close = await client.wait_event("close", timeout=5)
+    assert close["reason"] == "provider_error"
+    await wait_until(lambda: asyncio.sleep(0, not list(bridge.registry)), timeout=5)
+    assert await bridge.sessions() == []
+    assert our_tasks() == []
+    return dict(error["error"])
+
+
 async def no_sessions(bridge: Bridge) -> bool:
     return await bridge.sessions() == []
 

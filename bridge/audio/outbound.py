@@ -31,15 +31,13 @@ from av.audio.codeccontext import AudioCodecContext
 
 from . import g711
 from .format import PCM16_24K, AudioFormat
-from .playout import Playback, PlayoutBuffer, PlayoutPolicy
+from .playout import FRAME_MS, Playback, PlayoutBuffer, PlayoutPolicy
 
 if TYPE_CHECKING:
     from ..metrics import Metrics
 from .resample import PCM16, Resampler, pcm_frame
 
 log = logging.getLogger(__name__)
-
-FRAME_MS = 20
 
 
 @dataclass(frozen=True, slots=True)

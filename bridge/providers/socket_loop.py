@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 ws_log = logging.getLogger("bridge.providers.websocket")
 ws_log.setLevel(logging.INFO)
 
-MAX_QUEUED_AUDIO = 250  # 20 ms chunks: 5 s of user audio while a socket is replaced
 MAX_MERGED_CHUNKS = 5  # merge up to 100 ms per message when audio has queued up
 OPEN_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 1.0  # a dead provider won't answer our close frame: don't wait long for it
@@ -67,7 +66,8 @@ class SocketProvider(ABC):
         self._settings = settings
         self._events: asyncio.Queue[ev.Event | None] = asyncio.Queue()
         self._control: deque[dict[str, Any]] = deque()
-        self._audio: deque[bytes] = deque(maxlen=MAX_QUEUED_AUDIO)
+        # 20 ms chunks of user audio, held while a socket is replaced; oldest dropped first.
+        self._audio: deque[bytes] = deque(maxlen=max(settings.provider_audio_queue_ms // 20, 1))
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._ws: ClientConnection | None = None
