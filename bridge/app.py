@@ -14,6 +14,8 @@ from .errors import BridgeError
 from .ice import restrict_host_addresses
 from .keys import CLUSTER, METRICS, REGISTRY, SETTINGS
 from .metrics import Metrics
+from .providers import PROVIDERS
+from .redact import redact
 from .registry import SessionRegistry
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except BridgeError as exc:
         status = getattr(exc, "status", 500)
-        response = error_body(exc.code, exc.message, status)
+        settings = request.app[SETTINGS]
+        message = redact(exc.message, (settings.openai_api_key, settings.gemini_api_key))
+        response = error_body(exc.code, message, status)
         if status == 503:
             response.headers["Retry-After"] = "5"
         return response
@@ -73,4 +77,7 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
         app[CLUSTER] = cluster
     app.cleanup_ctx.append(_close_sessions)
     signaling.add_routes(app)
+    for spec in PROVIDERS.values():
+        for note in spec.notes(settings):
+            log.warning("%s: %s", spec.name, note)
     return app

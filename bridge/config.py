@@ -82,6 +82,24 @@ class Settings:
         "google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent",
         "Gemini Live WebSocket URL (an emulator in tests)",
     )
+    openai_transcription_model: str = _setting(
+        "gpt-4o-mini-transcribe",
+        "OpenAI model that transcribes the user's speech (gpt-4o-mini-transcribe shuts down "
+        "2027-02-26; gpt-live-transcribe is its named successor)",
+    )
+    gemini_resume_overlap_ms: int = _setting(
+        500,
+        "Gemini: user audio sent just before a resumption handle arrived that is replayed on "
+        "resumption (audio still in flight when the server made the handle), in ms",
+        min=0,
+        max=5000,
+    )
+    gemini_handle_wait: float = _setting(
+        2.0,
+        "Gemini: seconds a handover waits after a finished turn for the handle that covers it",
+        min=0,
+        max=30,
+    )
     openai_session_cap: float = _setting(
         3300.0,
         "seconds before an OpenAI session is renewed at a turn boundary (cap: 60 min)",

@@ -1,9 +1,13 @@
 """Dollar cost of provider usage, from a versioned price table.
 
-Prices are USD per 1M tokens, copied from the providers' pricing pages (OpenAI: see
-``shared/protocols.md`` §1.13; Gemini Live: Google's Gemini API pricing page and a Google
-answer on its developer forum for 2.0 Flash Live). An unknown model prices as ``None``
-("we don't know"), never 0.
+The figures are ``shared/protocols-2026.md`` Part D (USD, checked 2026-11-23 against stored
+copies of the providers' model and pricing pages; see that file for sources and caveats).
+Token prices are per 1M tokens; GPT-Live and the transcription models bill per minute. An
+unknown model prices as ``None`` ("we don't know"), never 0.
+
+Gemini Live re-bills the whole accumulated context on every turn: the bill of a session is the
+sum of every per-turn ``usageMetadata``, each priced here on its own (pricing only the last
+snapshot undercounts several times over).
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-PRICES_VERSION = "2026-08"
+PRICES_VERSION = "2026-11-23"
 
 
 @dataclass(frozen=True, slots=True)
 class TokenPrices:
+    """OpenAI Realtime, USD per 1M tokens. Cached input is billed at the cached rate only."""
+
     text_in: float
     text_cached: float
     text_out: float
@@ -24,18 +30,29 @@ class TokenPrices:
     audio_cached: float
     audio_out: float
     image_in: float = 0.0
+    image_cached: float = 0.0
 
+
+_REALTIME_2 = TokenPrices(4.00, 0.40, 24.00, 32.00, 0.40, 64.00, 5.00, 0.50)
+_REALTIME_1 = TokenPrices(4.00, 0.40, 16.00, 32.00, 0.40, 64.00, 5.00, 0.50)
+_REALTIME_MINI = TokenPrices(0.60, 0.06, 2.40, 10.00, 0.30, 20.00, 0.80, 0.08)
 
 OPENAI_PRICES: dict[str, TokenPrices] = {
-    "gpt-realtime": TokenPrices(4.00, 0.40, 16.00, 32.00, 0.40, 64.00, 5.00),
-    "gpt-realtime-1.5": TokenPrices(4.00, 0.40, 16.00, 32.00, 0.40, 64.00, 5.00),
-    "gpt-realtime-2": TokenPrices(4.00, 0.40, 24.00, 32.00, 0.40, 64.00, 5.00),
-    "gpt-realtime-2.1": TokenPrices(4.00, 0.40, 24.00, 32.00, 0.40, 64.00, 5.00),
-    "gpt-realtime-mini": TokenPrices(0.60, 0.06, 2.40, 10.00, 0.30, 20.00, 0.80),
-    "gpt-realtime-2.1-mini": TokenPrices(0.60, 0.06, 2.40, 10.00, 0.30, 20.00, 0.80),
-    "gpt-4o-realtime-preview": TokenPrices(5.00, 2.50, 20.00, 40.00, 2.50, 80.00),
-    "gpt-4o-realtime-preview-2024-10-01": TokenPrices(5.00, 2.50, 20.00, 100.00, 20.00, 200.00),
-    "gpt-4o-mini-realtime-preview": TokenPrices(0.60, 0.30, 2.40, 10.00, 0.30, 20.00),
+    "gpt-realtime-2.1": _REALTIME_2,
+    "gpt-realtime-2": _REALTIME_2,
+    "gpt-realtime-2.1-mini": _REALTIME_MINI,
+    "gpt-realtime-1.5": _REALTIME_1,
+    "gpt-realtime": _REALTIME_1,  # shutdown 2027-01-20
+    "gpt-realtime-mini": _REALTIME_MINI,  # shutdown 2027-01-20
+}
+
+# USD per minute (GPT-Live bills active session time per second; standby is WebRTC only).
+PER_MINUTE: dict[str, dict[str, float]] = {
+    "gpt-live-1": {"active": 0.05, "standby": 0.02},
+    "gpt-live-1.1": {"active": 0.05, "standby": 0.02},
+    "gpt-realtime-whisper": {"audio": 0.017},
+    "gpt-live-transcribe": {"audio": 0.017},
+    "gpt-transcribe": {"audio": 0.0045},
 }
 
 _DATE_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$")
@@ -48,26 +65,37 @@ def openai_prices(model: str) -> TokenPrices | None:
     return OPENAI_PRICES.get(_DATE_SUFFIX.sub("", model))
 
 
-def _int(d: dict[str, Any], key: str) -> int:
-    value = d.get(key)
-    return int(value) if isinstance(value, (int, float)) else 0
+def _int(d: Any, key: str) -> int:
+    value = d.get(key) if isinstance(d, dict) else None
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
+def _dict(d: Any, key: str) -> dict[str, Any]:
+    value = d.get(key) if isinstance(d, dict) else None
+    return value if isinstance(value, dict) else {}
 
 
 def openai_cost(model: str, usage: dict[str, Any]) -> float | None:
-    """USD for one ``response.done`` usage object, or None when the model is unknown."""
+    """USD for one ``response.done`` usage object, or None when the model is unknown.
+
+    ``cached_tokens_details`` are part of the input counts: they are billed at the cached rate
+    instead of the full one, never twice.
+    """
     prices = openai_prices(model)
     if prices is None:
         return None
-    inp = usage.get("input_token_details") or {}
-    out = usage.get("output_token_details") or {}
-    cached = inp.get("cached_tokens_details") or {}
+    inp = _dict(usage, "input_token_details")
+    out = _dict(usage, "output_token_details")
+    cached = _dict(inp, "cached_tokens_details")
     cached_text, cached_audio = _int(cached, "text_tokens"), _int(cached, "audio_tokens")
+    cached_image = _int(cached, "image_tokens")
     total = (
-        (_int(inp, "text_tokens") - cached_text) * prices.text_in
+        max(_int(inp, "text_tokens") - cached_text, 0) * prices.text_in
         + cached_text * prices.text_cached
-        + (_int(inp, "audio_tokens") - cached_audio) * prices.audio_in
+        + max(_int(inp, "audio_tokens") - cached_audio, 0) * prices.audio_in
         + cached_audio * prices.audio_cached
-        + _int(inp, "image_tokens") * prices.image_in
+        + max(_int(inp, "image_tokens") - cached_image, 0) * prices.image_in
+        + cached_image * prices.image_cached
         + _int(out, "text_tokens") * prices.text_out
         + _int(out, "audio_tokens") * prices.audio_out
     )
@@ -76,7 +104,7 @@ def openai_cost(model: str, usage: dict[str, Any]) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class ModalityPrices:
-    """Gemini bills by modality: text, and audio/image/video, in and out."""
+    """Gemini bills by modality: text, and audio/image/video, in and out (USD per 1M)."""
 
     text_in: float
     media_in: float
@@ -84,16 +112,18 @@ class ModalityPrices:
     audio_out: float
 
 
+_GEMINI_3 = ModalityPrices(0.75, 3.00, 4.50, 12.00)
 GEMINI_PRICES: dict[str, ModalityPrices] = {
+    "gemini-3.8-live": _GEMINI_3,
+    "gemini-3.8-live-extended-thinking": _GEMINI_3,
+    "gemini-3.1-flash-live": _GEMINI_3,
     "gemini-2.5-flash-native-audio": ModalityPrices(0.50, 3.00, 2.00, 12.00),
-    "gemini-live-2.5-flash-native-audio": ModalityPrices(0.50, 3.00, 2.00, 12.00),
-    "gemini-2.0-flash-live-001": ModalityPrices(0.35, 2.10, 1.50, 8.50),
 }
-_GEMINI_SUFFIX = re.compile(r"-(preview|exp)(-\d{2}-\d{4})?$")
+_GEMINI_SUFFIX = re.compile(r"-(preview|exp|latest)(-\d{2}-\d{4})?$")
 
 
 def gemini_prices(model: str) -> ModalityPrices | None:
-    """Prices for ``model`` (``models/`` prefix and preview date suffixes ignored)."""
+    """Prices for ``model`` (``models/`` prefix and preview/date suffixes ignored)."""
     name = model.removeprefix("models/")
     if name in GEMINI_PRICES:
         return GEMINI_PRICES[name]
@@ -110,11 +140,12 @@ def _by_modality(details: Any) -> dict[str, int]:
 
 
 def gemini_cost(model: str, usage: dict[str, Any]) -> float | None:
-    """USD for one ``usageMetadata``, or None when the model is unknown.
+    """USD for one ``usageMetadata`` snapshot, or None when the model is unknown.
 
     Prompt tokens are billed by modality (TEXT at the text rate; AUDIO, IMAGE, VIDEO at the
-    media rate); response tokens likewise; thinking tokens as text output. Tokens the
-    details do not attribute are billed at the text rate.
+    media rate); response tokens likewise; thinking tokens as text output. Tokens the details
+    do not attribute are billed at the text rate. Google lists no cached-input discount for
+    Live, so cached tokens stay inside the prompt count at its rates.
     """
     prices = gemini_prices(model)
     if prices is None:

@@ -39,6 +39,7 @@ from .errors import BadRequest, BridgeError
 from .ice import rtc_configuration
 from .metrics import Metrics
 from .providers import Provider
+from .redact import redact
 from .sdp import answer_codec, check_offer, payload_types
 from .session_config import SessionConfig
 
@@ -99,6 +100,8 @@ class CallSession:
         self._client_events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(MAX_CLIENT_BACKLOG)
         self.audio_in_ms = 0
         self.events_sent = 0
+        self.cost_usd: float | None = 0.0  # None once any usage could not be priced
+        self.usage_events = 0
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -341,8 +344,7 @@ class CallSession:
         try:
             if kind == "session.update":
                 config = self.config.merged(data.get("session"))
-                await self.provider.update_session(config)
-                self.config = config
+                self.config = await self.provider.update_session(config)
             elif kind == "text":
                 text = data.get("text")
                 if not isinstance(text, str) or not text.strip():
@@ -393,6 +395,14 @@ class CallSession:
                 self.track.flush()
             elif isinstance(event, ev.TurnComplete):
                 self.track.end_of_reply()
+            elif isinstance(event, ev.Usage):
+                # Every usage report is billed on its own (Gemini re-bills the context each
+                # turn): the call's cost is their sum.
+                self.usage_events += 1
+                if self.cost_usd is not None and event.cost_usd is not None:
+                    self.cost_usd = round(self.cost_usd + event.cost_usd, 8)
+                else:
+                    self.cost_usd = None
             self._send_event(event)
             if isinstance(event, ev.Error) and event.fatal:
                 self.end("provider_error")
@@ -400,6 +410,10 @@ class CallSession:
         self.end("provider_closed")
 
     def _send_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Error):
+            # Provider messages can quote credentials (OpenAI echoes part of a wrong key).
+            secrets = (self.settings.openai_api_key, self.settings.gemini_api_key)
+            event = ev.Error(event.code, redact(event.message, secrets), event.fatal)
         wire = ev.to_wire(event)
         if wire is not None:
             self._send_wire(wire)
@@ -432,6 +446,8 @@ class CallSession:
             "created_at": self.created_at,
             "audio_in_ms": self.audio_in_ms,
             "reply_buffered_ms": self.track.buffered_ms,
+            "cost_usd": self.cost_usd,
+            "usage_reports": self.usage_events,
             "close_reason": self.close_reason,
             "provider_stats": self.provider.stats(),
             "reply_dropped_ms": self.track.dropped_ms,

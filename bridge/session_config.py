@@ -6,6 +6,7 @@ messages on the ``events`` data channel; updates are merged into the current con
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -13,6 +14,7 @@ from .errors import BadRequest
 
 MODALITIES = ("audio", "text")
 TURN_DETECTION_TYPES = ("server_vad", "semantic_vad", "none")
+EAGERNESS = ("low", "medium", "high", "auto")
 MAX_INSTRUCTIONS = 32_000
 
 
@@ -20,9 +22,51 @@ def _invalid(message: str) -> BadRequest:
     return BadRequest(message, code="invalid_session")
 
 
+def _number(lo: float, hi: float | None = None) -> Callable[[object], bool]:
+    def check(value: object) -> bool:
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and value >= lo
+            and (hi is None or value <= hi)
+        )
+
+    return check
+
+
+def _whole_ms(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 60_000
+
+
+def _flag(value: object) -> bool:
+    return isinstance(value, bool)
+
+
+# The knobs each kind of turn detection takes (OpenAI's shapes, which the provider-neutral API
+# borrows; other providers map what they can). Checked before anything reaches a provider:
+# OpenAI refuses the whole session.update over one knob of the wrong kind.
+TURN_DETECTION_PARAMS: dict[str, dict[str, tuple[Callable[[object], bool], str]]] = {
+    "server_vad": {
+        "threshold": (_number(0.0, 1.0), "a number from 0 to 1"),
+        "prefix_padding_ms": (_whole_ms, "whole milliseconds from 0 to 60000"),
+        "silence_duration_ms": (_whole_ms, "whole milliseconds from 0 to 60000"),
+        "idle_timeout_ms": (lambda v: v is None or _whole_ms(v), "whole milliseconds or null"),
+        "create_response": (_flag, "true or false"),
+        "interrupt_response": (_flag, "true or false"),
+    },
+    "semantic_vad": {
+        "eagerness": (lambda v: v in EAGERNESS, "low, medium, high or auto"),
+        "create_response": (_flag, "true or false"),
+        "interrupt_response": (_flag, "true or false"),
+    },
+    "none": {},
+}
+
+
 @dataclass(frozen=True, slots=True)
 class TurnDetection:
-    """How the provider decides the user finished speaking; ``params`` are provider knobs."""
+    """How the provider decides the user finished speaking; ``params`` are its knobs,
+    validated per ``type`` (:data:`TURN_DETECTION_PARAMS`)."""
 
     type: str = "server_vad"
     params: dict[str, Any] = field(default_factory=dict)
@@ -36,10 +80,17 @@ class TurnDetection:
         kind = value.get("type", "server_vad")
         if kind not in TURN_DETECTION_TYPES:
             raise _invalid(f"session.turn_detection.type must be one of {TURN_DETECTION_TYPES}")
+        allowed = TURN_DETECTION_PARAMS[kind]
         params = {k: v for k, v in value.items() if k != "type"}
         for key, val in params.items():
-            if not isinstance(val, (int, float, str, bool)) or val is None:
-                raise _invalid(f"session.turn_detection.{key} must be a number, string or bool")
+            if key not in allowed:
+                names = ", ".join(allowed) or "none"
+                raise _invalid(
+                    f"session.turn_detection.{key[:64]} is not a {kind} setting (allowed: {names})"
+                )
+            check, expected = allowed[key]
+            if not check(val):
+                raise _invalid(f"session.turn_detection.{key} must be {expected}")
         return cls(type=kind, params=params)
 
     def to_json(self) -> dict[str, Any]:

@@ -231,6 +231,8 @@ async def list_providers(request: web.Request) -> web.Response:
                 "reason": reason,
                 "default": spec.name == default,
                 "default_model": spec.default_model,
+                "models": spec.models(),
+                "warnings": spec.notes(settings),
                 "voices": list(spec.voices),
                 "default_voice": spec.default_voice,
             }

@@ -12,6 +12,14 @@ from bridge import Settings, create_app
 from bridge.keys import REGISTRY
 from bridge.registry import SessionRegistry
 
+from .sdk_types import (
+    check_gemini_client_message,
+    check_gemini_server_message,
+    check_openai_client_event,
+    check_openai_server_event,
+    check_wire,
+)
+
 # Every peer in the tests, bridge and clients alike, uses loopback only.
 LOOPBACK = ("127.0.0.1",)
 
@@ -63,8 +71,31 @@ async def bridge(start_bridge: Callable[..., Any]) -> Bridge:
     return await start_bridge()  # type: ignore[no-any-return]
 
 
+def judge_openai(emulator: Any, clients: bool) -> None:
+    """Every message the emulator sent (and, when the bridge was its client, every message it
+    received) must be what the official ``openai`` SDK declares."""
+    for session in emulator.sessions:
+        check_wire(
+            session.wire,
+            check_openai_server_event,
+            check_openai_client_event if clients else None,
+        )
+
+
+def judge_gemini(emulator: Any, clients: bool) -> None:
+    """The same with google-genai's types and Developer-API converters."""
+    for session in emulator.sessions:
+        check_wire(
+            session.wire,
+            check_gemini_server_message,
+            check_gemini_client_message if clients else None,
+        )
+
+
 @pytest.fixture
 async def start_openai_emulator() -> AsyncIterator[Callable[..., Any]]:
+    """Start OpenAI emulators; afterwards every server event they sent is judged by the SDK
+    (and every client event too, for the ones :func:`openai_bridge` pointed the bridge at)."""
     from bridge.emulators.openai import OpenAIEmulator, OpenAIEmulatorOptions
 
     started: list[OpenAIEmulator] = []
@@ -78,6 +109,8 @@ async def start_openai_emulator() -> AsyncIterator[Callable[..., Any]]:
     yield start
     for emulator in started:
         await emulator.stop()
+    for emulator in started:
+        judge_openai(emulator, clients=getattr(emulator, "bridge_is_client", False))
 
 
 OPENAI_TEST_KEY = "sk-test-0123456789abcdef"
@@ -91,6 +124,7 @@ async def openai_bridge(
 
     async def start(bridge_settings: dict[str, Any] | None = None, **options: Any) -> Any:
         emulator = await start_openai_emulator(**options)
+        emulator.bridge_is_client = True
         bridge = await start_bridge(
             provider="openai",
             openai_url=emulator.url,
@@ -127,3 +161,5 @@ async def gemini_bridge(start_bridge: Callable[..., Any]) -> AsyncIterator[Calla
     yield start
     for emulator in started:
         await emulator.stop()
+    for emulator in started:
+        judge_gemini(emulator, clients=True)

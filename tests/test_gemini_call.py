@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import numpy as np
+import pytest
 
 from .peer import ClientPeer, connected, dominant_frequency, rms
 from .test_openai_call import wait_heard
@@ -19,9 +21,10 @@ SESSION = {
 }
 
 
-async def test_a_turn_through_the_gemini_emulator(gemini_bridge: Any) -> None:
+@pytest.mark.parametrize("codec", ["opus", "PCMU"])
+async def test_a_turn_through_the_gemini_emulator(gemini_bridge: Any, codec: str) -> None:
     bridge, emulator = await gemini_bridge(reply="tone", tone_hz=660, tone_seconds=1.0)
-    client = await connected(bridge, session=SESSION)
+    client = await connected(bridge, codecs=(codec,), session=SESSION)
     try:
         client.mic.say(440, 1.0)
         client.mic.pause(1.0)
@@ -30,7 +33,7 @@ async def test_a_turn_through_the_gemini_emulator(gemini_bridge: Any) -> None:
 
         (rec,) = emulator.sessions
         setup = rec.setup
-        assert setup["model"] == "models/gemini-2.5-flash-native-audio-preview-12-2025"
+        assert setup["model"] == "models/gemini-3.8-live"
         assert setup["generationConfig"] == {
             "responseModalities": ["AUDIO"],
             "speechConfig": {"voiceConfig": {"prebuiltVoiceConfig": {"voiceName": "Kore"}}},
@@ -41,7 +44,7 @@ async def test_a_turn_through_the_gemini_emulator(gemini_bridge: Any) -> None:
             "silenceDurationMs": 400,
         }
         assert setup["inputAudioTranscription"] == setup["outputAudioTranscription"] == {}
-        assert setup["sessionResumption"] == {"transparent": True}
+        assert setup["sessionResumption"] == {}  # Developer API: no `transparent`
         assert "slidingWindow" in setup["contextWindowCompression"]
 
         # Uplink: 16 kHz PCM16 declared as such, carrying the client's 1 s tone.
@@ -56,9 +59,35 @@ async def test_a_turn_through_the_gemini_emulator(gemini_bridge: Any) -> None:
         roles = {e["role"] for _, e in client.events if e["type"] == "transcript"}
         assert roles == {"user", "assistant"}
         types = client.event_types()
+        # Gemini 3.x's voiceActivity reaches the peer as speech events.
+        assert types.index("speechStarted") < types.index("speechStopped")
+        assert types.index("speechStopped") < types.index("turnComplete")
         assert types.index("turnComplete") <= types.index("usage")
         assert usage["usage"]["responseTokensDetails"][0]["modality"] == "AUDIO"
         assert usage["cost_usd"] is not None and usage["cost_usd"] > 0
+        (described,) = await bridge.sessions()
+        assert described["cost_usd"] == usage["cost_usd"]
+    finally:
+        await client.close()
+
+
+async def test_the_call_costs_the_sum_of_every_turns_usage(gemini_bridge: Any) -> None:
+    """Gemini re-bills the whole context each turn: the bill is the sum of the snapshots."""
+    bridge, _emulator = await gemini_bridge(reply="tone", tone_seconds=0.3)
+    client = await connected(bridge)
+    try:
+        for _ in range(3):
+            client.channel.send('{"type": "text", "text": "again"}')
+            count = client.event_types().count("usage")
+            while client.event_types().count("usage") == count:
+                await client.wait_event("usage", after=len(client.events))
+        usages = [e for _, e in client.events if e["type"] == "usage"]
+        prompts = [u["usage"]["promptTokenCount"] for u in usages]
+        assert prompts == sorted(prompts) and prompts[0] < prompts[-1]  # the context grows
+        (described,) = await bridge.sessions()
+        assert described["usage_reports"] == len(usages)
+        assert described["cost_usd"] == pytest.approx(sum(u["cost_usd"] for u in usages))
+        assert described["cost_usd"] > usages[-1]["cost_usd"]
     finally:
         await client.close()
 
@@ -118,9 +147,32 @@ def tone_continuity(pcm: np.ndarray, rate: int) -> tuple[float, float]:
     return (loud[-1] - loud[0]) / rate, snr_vs_ideal_tone(span, rate)
 
 
+def stitched(resumed: Any) -> tuple[bytes, int]:
+    """The user audio a resumed session holds, with the documented overlap taken out once:
+    what its handle covered, then what the bridge replayed and sent after. Returns the audio
+    and the overlap in bytes. The replay starts with the very bytes the handle already had
+    (exact copies), so the overlap is found by matching them."""
+    parent, consumed = resumed.resumed_from
+    before = parent.heard(consumed)
+    after = b"".join(pcm for _, pcm, _ in resumed.audio)
+    for overlap in range(min(len(before), len(after)) // 2 * 2, -1, -2):
+        if before[len(before) - overlap :] == after[:overlap]:
+            return before + after[overlap:], overlap
+    raise AssertionError("unreachable: an empty overlap always matches")
+
+
 async def test_go_away_hands_over_without_losing_uplink_audio(gemini_bridge: Any) -> None:
+    """goAway while the user speaks, over an uplink 100 ms slow: each handle lacks the audio
+    still on its way, and that audio dies with the old socket. The replay must cover it, with
+    no more repeat than the documented overlap."""
+    overlap_ms = 500
     bridge, emulator = await gemini_bridge(
-        reply="tone", tone_seconds=0.5, go_away_after_s=1.0, go_away_time_left_s=1.0
+        bridge_settings={"gemini_resume_overlap_ms": overlap_ms},
+        reply="tone",
+        tone_seconds=0.5,
+        go_away_after_s=1.0,
+        go_away_time_left_s=1.0,
+        uplink_delay_s=0.1,
     )
     client = await connected(bridge)
     try:
@@ -130,17 +182,51 @@ async def test_go_away_hands_over_without_losing_uplink_audio(gemini_bridge: Any
         assert len(emulator.sessions) == 2
         first, second = emulator.sessions
         assert second.resumed_from is not None and second.resumed_from[0] is first
-        assert "handle" in second.setup["sessionResumption"]
-        span_s, snr = tone_continuity(np.frombuffer(second.heard(), dtype="<i2"), 16000)
+        assert set(second.setup["sessionResumption"]) == {"handle"}
+        audio, overlap = stitched(second)
+        span_s, snr = tone_continuity(np.frombuffer(audio, dtype="<i2"), 16000)
         print(
-            f"\ngoAway handover: the resumed session heard a {span_s:.3f} s tone, SNR {snr:.1f} dB"
+            f"\ngoAway handover: {overlap / 32:.0f} ms replayed twice (overlap), the resumed "
+            f"session heard a {span_s:.3f} s tone, SNR {snr:.1f} dB"
         )
+        assert 0 < overlap / 32 <= overlap_ms
         assert 2.97 <= span_s <= 3.03, "uplink audio was lost or repeated across the handover"
         assert snr > 30, "the tone is not continuous across the two connections"
         assert second.turns == 1  # and the call went on: the reply came from the new socket
         (described,) = await bridge.sessions()
         assert described["provider_stats"]["resumes"] == 1
         assert "close" not in client.event_types()
+    finally:
+        await client.close()
+
+
+async def test_a_typed_message_before_a_session_update_is_answered_once(
+    gemini_bridge: Any,
+) -> None:
+    """The voice change needs a new setup (a resumption). The bridge must wait for the handle
+    that covers the finished turn (here 300 ms after it) instead of resuming from the one
+    before it, which would replay the text and have it answered twice."""
+    bridge, emulator = await gemini_bridge(
+        reply="tone", tone_seconds=0.5, handle_after_turn_s=0.3, resumption_interval_s=5
+    )
+    client = await connected(bridge)
+    try:
+        client.channel.send('{"type": "text", "text": "hello"}')
+        client.channel.send('{"type": "session.update", "session": {"voice": "Kore"}}')
+        await client.wait_event("turnComplete", timeout=10)
+        await wait_until(lambda: asyncio.sleep(0, len(emulator.sessions) >= 2), timeout=10)
+        first, second = emulator.sessions[:2]
+        voice = second.setup["generationConfig"]["speechConfig"]["voiceConfig"]
+        assert voice["prebuiltVoiceConfig"]["voiceName"] == "Kore"
+        (asked,) = [(i, t) for i, t in first.replies if t == "hello"]
+        assert second.resumed_from is not None
+        assert second.resumed_from[1] >= asked[0], "resumed from a handle older than the turn"
+        await asyncio.sleep(0.5)
+        answered = [t for rec in emulator.sessions for _, t in rec.replies if t == "hello"]
+        assert answered == ["hello"]
+        (described,) = await bridge.sessions()
+        assert described["provider_stats"]["dropped_turns"] == 0
+        assert "error" not in client.event_types()
     finally:
         await client.close()
 
@@ -189,19 +275,40 @@ async def test_close_codes_become_clear_errors(gemini_bridge: Any) -> None:
         await client.close()
 
 
-async def test_text_messages_and_binary_frames(gemini_bridge: Any) -> None:
-    bridge, emulator = await gemini_bridge(reply="text", reply_text="Two words")
+async def typed_turn(client: ClientPeer, text: str = "hello") -> str:
+    """Send a typed message and return the text the assistant answered with."""
+    client.channel.send(json.dumps({"type": "text", "text": text}))
+    await client.wait_event("turnComplete", timeout=10)
+    return "".join(e["delta"] for _, e in client.events if e["type"] == "text")
+
+
+async def test_text_from_an_audio_only_model(gemini_bridge: Any) -> None:
+    """3.8 Live answers only in AUDIO: a client that wants text gets the transcript as text
+    events (and no audio), never a setup the server refuses."""
+    bridge, emulator = await gemini_bridge(reply="tone", tone_seconds=0.4, reply_text="Two words")
     client = await connected(bridge, session={"output_modalities": ["text"]})
     try:
-        client.channel.send('{"type": "text", "text": "hello"}')
-        await client.wait_event("turnComplete", timeout=10)
-        text = "".join(e["delta"] for _, e in client.events if e["type"] == "text")
-        assert text.split() == ["Two", "words"]
+        assert (await typed_turn(client)).split() == ["Two", "words"]
         (rec,) = emulator.sessions
-        assert rec.setup["generationConfig"]["responseModalities"] == ["TEXT"]
+        assert rec.setup["generationConfig"]["responseModalities"] == ["AUDIO"]
         content = [m["clientContent"] for m in rec.received if "clientContent" in m]
         assert content == [
             {"turns": [{"role": "user", "parts": [{"text": "hello"}]}], "turnComplete": True}
         ]
+        await asyncio.sleep(0.3)
+        assert not client.heard.loud_frames(), "text was asked for, audio was played"
+    finally:
+        await client.close()
+
+
+async def test_text_from_a_half_cascade_model(gemini_bridge: Any) -> None:
+    bridge, emulator = await gemini_bridge(reply="text", reply_text="Two words")
+    client = await connected(
+        bridge, model="gemini-live-2.5-flash-preview", session={"output_modalities": ["text"]}
+    )
+    try:
+        assert (await typed_turn(client)).split() == ["Two", "words"]
+        (rec,) = emulator.sessions
+        assert rec.setup["generationConfig"]["responseModalities"] == ["TEXT"]
     finally:
         await client.close()

@@ -241,3 +241,30 @@ async def test_text_turn_and_one_response_at_a_time(start_openai_emulator: Any) 
         assert [e["error"]["code"] for e in errors] == ["conversation_already_has_active_response"]
         text = "".join(m["delta"] for m in seen if m["type"] == "response.output_text.delta")
         assert text == "Hi there friend"
+
+
+async def test_items_can_be_retrieved_and_deleted(start_openai_emulator: Any) -> None:
+    emulator = await start_openai_emulator(reply="text", speed=0)
+    async with websockets.connect(emulator.url, additional_headers=KEY) as ws:
+        await ws.recv()
+        item = {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "hi"}],
+        }
+        await ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
+        added = (await recv_until(ws, "conversation.item.added"))[-1]
+        item_id = added["item"]["id"]
+        await ws.send(json.dumps({"type": "conversation.item.retrieve", "item_id": item_id}))
+        retrieved = (await recv_until(ws, "conversation.item.retrieved"))[-1]
+        assert retrieved["item"]["content"] == item["content"]
+        await ws.send(json.dumps({"type": "conversation.item.delete", "item_id": item_id}))
+        deleted = (await recv_until(ws, "conversation.item.deleted"))[-1]
+        assert deleted["item_id"] == item_id
+        await ws.send(json.dumps({"type": "conversation.item.retrieve", "item_id": item_id}))
+        error = (await recv_until(ws, "error"))[-1]["error"]
+        assert error["code"] == "item_retrieve_invalid_item_id" and error["param"] == "item_id"
+        wrong = {"type": "message", "role": "assistant", "content": [{"type": "input_text"}]}
+        await ws.send(json.dumps({"type": "conversation.item.create", "item": wrong}))
+        error = (await recv_until(ws, "error"))[-1]["error"]
+        assert error["code"] == "invalid_value" and error["param"] == "item.content[0].type"

@@ -14,10 +14,12 @@ from bridge.audio.playout import Playback
 from bridge.providers.openai_protocol import OpenAIRealtimeProtocol
 from bridge.session_config import SessionConfig
 
+from .sdk_types import check_openai_client_event
+
 B64_100MS = base64.b64encode(b"\x01\x00" * 2400).decode()  # 100 ms of PCM16 at 24 kHz
 
 
-def proto(model: str = "gpt-realtime", **config: Any) -> OpenAIRealtimeProtocol:
+def proto(model: str = "gpt-realtime-2.1", **config: Any) -> OpenAIRealtimeProtocol:
     return OpenAIRealtimeProtocol(model, SessionConfig().merged(config))
 
 
@@ -26,6 +28,12 @@ def feed(p: OpenAIRealtimeProtocol, *messages: str) -> list[ev.Event]:
     for m in messages:
         out.extend(p.receive(m))
     return out
+
+
+def judged(*messages: dict[str, Any]) -> list[dict[str, Any]]:
+    for message in messages:
+        check_openai_client_event(message)
+    return list(messages)
 
 
 def test_session_updated_opens_once_across_connections() -> None:
@@ -101,35 +109,11 @@ def test_a_voice_turn_in_ga_order() -> None:
     turn, cost = feed(p, done)
     assert turn == ev.TurnComplete()
     assert isinstance(cost, ev.Usage) and cost.usage == usage
-    # 59 text * 4 + 9 audio * 32 + 64 cached audio * 0.4 + 41 * 16 + 147 * 64 (per 1M)
-    assert cost.cost_usd == pytest.approx((59 * 4 + 9 * 32 + 64 * 0.4 + 41 * 16 + 147 * 64) / 1e6)
+    # 59 text * 4 + 9 audio * 32 + 64 cached audio * 0.4 + 41 * 24 + 147 * 64 (per 1M)
+    assert cost.cost_usd == pytest.approx((59 * 4 + 9 * 32 + 64 * 0.4 + 41 * 24 + 147 * 64) / 1e6)
     assert p.at_turn_boundary
     assert p.unknown_events == {}
     assert p.history == [("user", "Hey there"), ("assistant", "Hi!")]
-
-
-def test_beta_event_names_are_understood() -> None:
-    p = proto("gpt-4o-realtime-preview-2024-12-17")
-    assert p.beta
-    where = '"response_id":"r","item_id":"item_B","output_index":0,"content_index":0'
-    events = feed(
-        p,
-        '{"type":"conversation.item.created","item":{}}',
-        '{"type":"response.audio_transcript.delta",' + where + ',"delta":"Yo"}',
-        '{"type":"response.audio.delta",' + where + ',"delta":"' + B64_100MS + '"}',
-        '{"type":"response.audio.done",' + where + "}",
-        '{"type":"response.audio_transcript.done",' + where + ',"transcript":"Yo."}',
-        '{"type":"response.text.delta",' + where + ',"delta":"t"}',
-        '{"type":"response.text.done",' + where + ',"text":"t"}',
-    )
-    assert [type(e).__name__ for e in events] == [
-        "Transcript",
-        "AudioOut",
-        "AudioDone",
-        "Transcript",
-        "TextDelta",
-    ]
-    assert p.unknown_events == {}
 
 
 def test_text_output() -> None:
@@ -194,29 +178,13 @@ def test_benign_and_expiry_errors() -> None:
     assert p.conn.expired
 
 
-def test_beta_shape_disabled_is_explained() -> None:
-    p = proto("gpt-4o-realtime-preview")
-    message = {
-        "type": "error",
-        "error": {
-            "type": "invalid_request_error",
-            "code": "beta_api_shape_disabled",
-            "message": "",
-            "param": None,
-        },
-    }
-    (error,) = feed(p, json.dumps(message))
-    assert isinstance(error, ev.Error) and error.fatal
-    assert "gpt-realtime" in error.message and "beta" in error.message
-
-
 def test_ga_session_update_carries_the_configuration() -> None:
     p = proto(
         instructions="Be brief.",
         voice="marin",
         turn_detection={"type": "semantic_vad", "eagerness": "low"},
     )
-    message = p.session_update()
+    (message,) = judged(p.session_update())
     assert message["type"] == "session.update" and message["event_id"]
     s = message["session"]
     assert s == {
@@ -240,7 +208,7 @@ def test_ga_session_update_carries_the_configuration() -> None:
             output_modalities=("text",),
         )
     )
-    s = s["session"]
+    s = judged(s)[0]["session"]
     assert s["audio"]["input"] == {
         "format": {"type": "audio/pcmu"},
         "turn_detection": None,
@@ -250,21 +218,10 @@ def test_ga_session_update_carries_the_configuration() -> None:
     assert "instructions" not in s
 
 
-def test_beta_session_update_shape() -> None:
-    p = proto("gpt-4o-mini-realtime-preview", voice="sage")
-    p.input_format = p.output_format = PCMU_8K
-    s = p.session_update()["session"]
-    assert s["modalities"] == ["text", "audio"]
-    assert s["voice"] == "sage"
-    assert s["input_audio_format"] == s["output_audio_format"] == "g711_ulaw"
-    assert s["input_audio_transcription"] == {"model": "whisper-1"}
-    assert "type" not in s and "audio" not in s
-
-
 def test_append_and_user_text() -> None:
     p = proto()
     assert p.append_audio(b"\x01\x02") == {"type": "input_audio_buffer.append", "audio": "AQI="}
-    create, respond = p.user_text("hello")
+    create, respond = judged(*p.user_text("hello"))
     assert create["type"] == "conversation.item.create"
     assert create["item"] == {
         "type": "message",
@@ -291,6 +248,7 @@ def test_truncate_uses_played_ms_clamped_to_generated() -> None:
     assert p.truncate(Playback("item_other", 100)) is None  # not generated on this socket
     message = p.truncate(Playback("item_A", 150))
     assert message is not None
+    judged(message)
     assert {k: message[k] for k in ("type", "item_id", "content_index", "audio_end_ms")} == {
         "type": "conversation.item.truncate",
         "item_id": "item_A",
@@ -322,7 +280,92 @@ def test_context_messages_replay_the_conversation_as_text() -> None:
     messages = p.context_messages()
     assert [m["item"]["role"] for m in messages] == ["user", "assistant"]
     assert messages[1]["item"]["content"] == [{"type": "output_text", "text": "Blue."}]
-    beta = proto("gpt-4o-realtime-preview")
-    beta.user_text("x")
-    feed(beta, '{"type":"response.text.done","item_id":"i","text":"y"}')
-    assert beta.context_messages()[1]["item"]["content"][0]["type"] == "text"
+    for message in messages:
+        check_openai_client_event(message)
+
+
+def test_a_typed_message_during_a_reply_is_answered_after_it() -> None:
+    p = proto()
+    feed(p, '{"type":"response.created","response":{"id":"r1"}}')
+    assert p.user_text("and also?") == []  # a second response.create would be refused
+    assert p.user_text("and this") == []
+    assert p.queued_texts == 2
+    events = feed(p, '{"type":"response.done","response":{"status":"completed"}}')
+    assert events == [ev.TurnComplete()]
+    *items, create = judged(*p.take_outbox())
+    assert [i["item"]["content"][0]["text"] for i in items] == ["and also?", "and this"]
+    assert create["type"] == "response.create"
+    assert not p.at_turn_boundary  # our response is on its way
+    assert p.user_text("third") == []  # still busy until that response is done
+    assert p.take_outbox() == []
+
+
+def test_a_reply_that_collides_with_a_vad_reply_is_asked_again() -> None:
+    p = proto()
+    _create, respond = p.user_text("hi")
+    collision = {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "code": "conversation_already_has_active_response",
+            "message": "Conversation already has an active response in progress: resp_1.",
+            "param": None,
+            "event_id": respond["event_id"],
+        },
+    }
+    assert feed(p, json.dumps(collision)) == []
+    feed(p, '{"type":"response.done","response":{"status":"completed"}}')
+    (again,) = judged(*p.take_outbox())
+    assert again["type"] == "response.create"
+
+
+def test_the_voice_is_kept_once_audio_was_produced() -> None:
+    p = proto(voice="marin", instructions="Be brief.")
+    messages, notices = p.update(p.config.merged({"voice": "cedar"}))
+    assert judged(*messages)[0]["session"]["audio"]["output"]["voice"] == "cedar"
+    assert notices == []
+    where = '"response_id":"r","item_id":"item_A","output_index":0,"content_index":0'
+    feed(p, '{"type":"response.output_audio.delta",' + where + ',"delta":"' + B64_100MS + '"}')
+    messages, notices = p.update(p.config.merged({"voice": "ash", "instructions": "Be kind."}))
+    (update,) = judged(*messages)
+    assert update["session"]["audio"]["output"]["voice"] == "cedar"
+    assert update["session"]["instructions"] == "Be kind."  # the rest still applies
+    (notice,) = notices
+    assert isinstance(notice, ev.Error) and notice.code == "voice_locked" and not notice.fatal
+    assert p.config.voice == "cedar" and p.config.instructions == "Be kind."
+    p.new_connection()  # a new session may take a new voice again
+    messages, notices = p.update(p.config.merged({"voice": "ash"}))
+    assert notices == [] and messages[0]["session"]["audio"]["output"]["voice"] == "ash"
+
+
+def test_a_refused_session_update_is_reported() -> None:
+    p = proto()
+    first = p.new_connection()[0]
+    refusal = {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "code": "unknown_parameter",
+            "message": "Unknown parameter: 'session.audio.input.transcription.model'.",
+            "param": "session.audio.input.transcription.model",
+            "event_id": first["event_id"],
+        },
+    }
+    (error,) = feed(p, json.dumps(refusal))
+    assert isinstance(error, ev.Error) and error.fatal and error.code == "invalid_session"
+    assert "Unknown parameter" in error.message and p.conn.fatal is error
+    p = proto()
+    p.new_connection()
+    feed(p, '{"type":"session.updated","session":{}}')
+    later, _ = p.update(p.config.merged({"instructions": "x"}))
+    refusal["error"]["event_id"] = later[0]["event_id"]
+    (error,) = feed(p, json.dumps(refusal))
+    assert isinstance(error, ev.Error) and not error.fatal and p.conn.fatal is None
+
+
+def test_the_transcription_model_is_a_setting() -> None:
+    p = OpenAIRealtimeProtocol(
+        "gpt-realtime-2.1", SessionConfig(), transcription_model="gpt-live-transcribe"
+    )
+    (update,) = judged(p.session_update())
+    assert update["session"]["audio"]["input"]["transcription"] == {"model": "gpt-live-transcribe"}

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import datetime
+
 import numpy as np
 import pytest
 
 from bridge.audio import g711
-from bridge.pricing import PRICES_VERSION, openai_cost, openai_prices
+from bridge.pricing import (
+    PER_MINUTE,
+    PRICES_VERSION,
+    ModalityPrices,
+    gemini_cost,
+    gemini_prices,
+    openai_cost,
+    openai_prices,
+)
+from bridge.providers.models import GEMINI_LIVE_MODELS, OPENAI_REALTIME_MODELS
+
+CHECKED = datetime.date(2026, 11, 23)
 
 USAGE = {
     "input_token_details": {
@@ -29,12 +42,51 @@ def test_gpt_realtime_cost() -> None:
 
 def test_model_families_do_not_collide() -> None:
     assert openai_prices("gpt-realtime-2") != openai_prices("gpt-realtime")
+    assert openai_prices("gpt-realtime-2.1") == openai_prices("gpt-realtime-2")
     assert openai_prices("gpt-realtime-mini-2025-12-15") == openai_prices("gpt-realtime-mini")
-    old = openai_prices("gpt-4o-realtime-preview-2024-10-01")
-    assert old is not None and old.audio_out == 200.0
-    assert openai_prices("gpt-4o-realtime-preview-2024-12-17") == openai_prices(
-        "gpt-4o-realtime-preview"
+    # The retired beta family is unavailable: no price rather than a stale one.
+    assert openai_prices("gpt-4o-realtime-preview-2024-12-17") is None
+
+
+def test_every_current_model_has_a_price() -> None:
+    assert PRICES_VERSION == "2026-11-23"
+    for model, lifecycle in OPENAI_REALTIME_MODELS.items():
+        if not model.startswith("gpt-audio") and lifecycle.status(CHECKED) != "retired":
+            assert openai_prices(model) is not None, model
+    for model, rules in GEMINI_LIVE_MODELS.items():
+        if rules.lifecycle.status(CHECKED) == "current":
+            assert gemini_prices(model) is not None, model
+    # protocols-2026.md Part D, row by row
+    assert gemini_prices("gemini-3.8-live") == ModalityPrices(0.75, 3.00, 4.50, 12.00)
+    assert gemini_prices("models/gemini-3.1-flash-live-preview") == gemini_prices("gemini-3.8-live")
+    assert gemini_prices("gemini-2.5-flash-native-audio-preview-12-2025") == ModalityPrices(
+        0.50, 3.00, 2.00, 12.00
     )
+    mini = openai_prices("gpt-realtime-2.1-mini")
+    assert mini is not None and (mini.text_out, mini.audio_out, mini.image_cached) == (
+        2.40,
+        20.00,
+        0.08,
+    )
+    assert PER_MINUTE["gpt-live-1.1"]["active"] == 0.05
+
+
+def test_cached_tokens_are_part_of_input_never_billed_twice() -> None:
+    usage = {
+        "input_token_details": {
+            "text_tokens": 100,
+            "audio_tokens": 0,
+            "cached_tokens_details": {"text_tokens": 100},
+        },
+        "output_token_details": {},
+    }
+    assert openai_cost("gpt-realtime-2.1", usage) == pytest.approx(100 * 0.40 / 1e6)
+
+
+def test_gemini_bills_each_snapshot_and_thinking_as_text_out() -> None:
+    usage = {"promptTokenCount": 100, "responseTokenCount": 10, "thoughtsTokenCount": 5}
+    assert gemini_cost("gemini-3.8-live", usage) == pytest.approx((100 * 0.75 + 15 * 4.5) / 1e6)
+    assert gemini_cost("models/gemini-9-live", usage) is None
 
 
 def test_unknown_model_is_null_not_zero() -> None:

@@ -42,6 +42,11 @@ def _select_subprotocol(
     return Subprotocol("realtime") if "realtime" in offered else None
 
 
+def _masked(key: str) -> str:
+    """How OpenAI quotes a wrong key back: its first and last characters."""
+    return (key[:7] + "***" + key[-4:]) if len(key) > 12 else "***"
+
+
 class OpenAIEmulator(EmulatorServer):
     """A WebSocket server on 127.0.0.1 speaking OpenAI Realtime GA; see the module docstring."""
 
@@ -78,7 +83,7 @@ class OpenAIEmulator(EmulatorServer):
         if bad or (self.options.invalid_key and "invalid_key" not in self._fired):
             if self.options.invalid_key:
                 self._fired.add("invalid_key")
-            shown = (key[:3] + "***" + key[-4:]) if len(key) > 8 else "***"
+            shown = _masked(key)
             body = json.dumps(
                 {
                     "error": {
@@ -115,6 +120,14 @@ class OpenAIEmulator(EmulatorServer):
             )
             await ws.close(4000, "beta_api_shape_disabled")
             rec.close_code = 4000
+            return
+        if self.take_fault("invalid_key_in_band"):
+            key = self._api_key(request)
+            await conn.error(
+                "invalid_api_key", f"Incorrect API key provided: {_masked(key)}.", None, None
+            )
+            await ws.close(1008, "invalid_api_key")
+            rec.close_code = 1008
             return
         await conn.send("session.created", session=rec.session)
         conn.arm_faults()

@@ -35,6 +35,33 @@ CLIENT_EVENTS = (
 )
 
 
+ROLE_PARTS = {
+    "user": {"input_text", "input_audio", "input_image"},
+    "assistant": {"output_text", "output_audio"},
+    "system": {"input_text"},
+}
+
+
+def _check_message(item: dict[str, Any]) -> None:
+    """A message item as the GA server checks it: a known role with content parts it takes."""
+    role = item.get("role")
+    if role not in ROLE_PARTS:
+        raise EmulatorError("invalid_value", f"Invalid value: {role!r}.", "item.role")
+    content = item.get("content")
+    if not isinstance(content, list):
+        raise EmulatorError("invalid_type", "Invalid type for 'item.content'.", "item.content")
+    for i, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in ROLE_PARTS[role]:
+            raise EmulatorError(
+                "invalid_value",
+                f"Invalid value: {kind!r}. Supported values are: "
+                + ", ".join(f"'{k}'" for k in sorted(ROLE_PARTS[role]))
+                + ".",
+                f"item.content[{i}].type",
+            )
+
+
 class Connection:
     """The protocol state of one emulated session."""
 
@@ -52,12 +79,15 @@ class Connection:
         self.response_id: str | None = None
         self.timers: list[asyncio.Task[None]] = []
         self.responses = 0
+        self.audio_produced = False  # the voice is fixed from now on
+        self.items: dict[str, dict[str, Any]] = {}  # the conversation, with audio bytes
         self._setup_vad()
 
     # -- plumbing ------------------------------------------------------------------------------
 
     async def send(self, kind: str, **fields: Any) -> None:
         event = {"type": kind, "event_id": f"event_{next(self.ids):06d}", **fields}
+        self.rec.wire.append(("out", event))
         with contextlib.suppress(Exception):
             await self.ws.send(json.dumps(event))
 
@@ -91,8 +121,10 @@ class Connection:
         try:
             message = json.loads(raw)
         except ValueError as exc:
+            self.rec.wire.append(("in", raw))
             await self.error("invalid_event", f"Invalid JSON in event: {exc}", None, None)
             return
+        self.rec.wire.append(("in", message))
         if not isinstance(message, dict):
             await self.error("invalid_event", "Events must be JSON objects.", None, None)
             return
@@ -117,7 +149,9 @@ class Connection:
             await self.error(exc.code, exc.message, exc.param, event_id)
 
     async def on_session_update(self, m: dict[str, Any]) -> None:
-        self.rec.session = merged_session(self.rec.session, m.get("session"))
+        self.rec.session = merged_session(
+            self.rec.session, m.get("session"), audio_produced=self.audio_produced
+        )
         self._setup_vad()
         await self.send("session.updated", session=self.rec.session)
 
@@ -194,6 +228,7 @@ class Connection:
             "role": "user",
             "content": [{"type": "input_audio", "transcript": None}],
         }
+        self.items[item_id] = {**item, "audio": audio}
         await self.send("conversation.item.added", previous_item_id=previous, item=item)
         await self.send("conversation.item.done", previous_item_id=previous, item=item)
         if self.rec.session["audio"]["input"]["transcription"]:
@@ -243,10 +278,38 @@ class Connection:
             "function_call_output",
         ):
             raise EmulatorError("invalid_value", "Invalid 'item'.", "item")
+        if item["type"] == "message":
+            _check_message(item)
         item = {"id": item.get("id") or new_id("item"), "status": "completed", **item}
+        self.items[item["id"]] = item
         previous, self.last_item = self.last_item, item["id"]
         await self.send("conversation.item.added", previous_item_id=previous, item=item)
         await self.send("conversation.item.done", previous_item_id=previous, item=item)
+
+    async def on_conversation_item_retrieve(self, m: dict[str, Any]) -> None:
+        item = self._item(m, "item_retrieve_invalid_item_id")
+        shown = {k: v for k, v in item.items() if k != "audio"}
+        audio = item.get("audio")
+        if audio is not None and shown.get("content"):
+            part = dict(shown["content"][0])
+            part["audio"] = base64.b64encode(audio).decode()
+            shown["content"] = [part, *shown["content"][1:]]
+        await self.send("conversation.item.retrieved", item=shown)
+
+    async def on_conversation_item_delete(self, m: dict[str, Any]) -> None:
+        item = self._item(m, "item_delete_invalid_item_id")
+        del self.items[item["id"]]
+        await self.send("conversation.item.deleted", item_id=item["id"])
+
+    def _item(self, m: dict[str, Any], code: str) -> dict[str, Any]:
+        item_id = m.get("item_id")
+        if not isinstance(item_id, str):
+            raise EmulatorError(
+                "missing_required_parameter", "Missing required parameter: 'item_id'.", "item_id"
+            )
+        if item_id not in self.items:
+            raise EmulatorError(code, f"Item with item_id '{item_id}' not found.", "item_id")
+        return self.items[item_id]
 
     async def on_conversation_item_truncate(self, m: dict[str, Any]) -> None:
         item_id = m.get("item_id")

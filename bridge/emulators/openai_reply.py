@@ -90,6 +90,7 @@ async def stream_response(
                     )
                 chunk = audio[i : i + step]
                 conn.rec.generated_ms[item_id] = out.bytes_to_ms(i + len(chunk))
+                conn.audio_produced = True
                 if i == 0:
                     conn.arm_barge_in()
                 await conn.send(
@@ -127,6 +128,8 @@ async def stream_response(
         "status": "completed" if status == "completed" else "incomplete",
         "content": content,
     }
+    generated = audio[: out.ms_to_bytes(conn.rec.generated_ms.get(item_id, 0))]
+    conn.items[item_id] = {**item, "audio": generated if audio_mode else None}
     await conn.send("response.output_item.done", response_id=rid, output_index=0, item=item)
     await conn.send("conversation.item.done", previous_item_id=None, item=item)
     generated_ms = conn.rec.generated_ms.get(item_id, 0)

@@ -27,6 +27,30 @@ SESSION_KEYS = {
 }
 AUDIO_INPUT_KEYS = {"format", "transcription", "noise_reduction", "turn_detection"}
 AUDIO_OUTPUT_KEYS = {"format", "voice", "speed"}
+TURN_DETECTION_KEYS = {
+    "server_vad": {
+        "type",
+        "threshold",
+        "prefix_padding_ms",
+        "silence_duration_ms",
+        "idle_timeout_ms",
+        "create_response",
+        "interrupt_response",
+    },
+    "semantic_vad": {"type", "eagerness", "create_response", "interrupt_response"},
+}
+TRANSCRIPTION_KEYS = {"model", "language", "prompt", "keywords", "languages", "delay"}
+TRANSCRIPTION_MODELS = {
+    "whisper-1",
+    "gpt-transcribe",
+    "gpt-live-transcribe",
+    "gpt-4o-mini-transcribe",
+    "gpt-4o-mini-transcribe-2025-12-15",
+    "gpt-4o-transcribe",
+    "gpt-4o-transcribe-diarize",
+    "gpt-realtime-whisper",
+}
+VOICE_LOCKED = "Cannot update a conversation's voice if assistant audio is present."
 FORMATS = {
     "audio/pcm": AudioFormat("pcm16", 24000),
     "audio/pcmu": AudioFormat("pcmu", 8000),
@@ -93,7 +117,8 @@ class OpenAIEmulatorOptions:
     delta_ms: int = 100
     api_keys: tuple[str, ...] = ()  # accepted keys; empty accepts any non-empty key
     accept_beta: bool = False
-    invalid_key: bool = False
+    invalid_key: bool = False  # refuse the key at the upgrade (HTTP 401)
+    invalid_key_in_band: bool = False  # refuse it with an error event, then close
     close_1011_after_s: float | None = None
     session_expired_after_s: float | None = None
     stall_after_s: float | None = None
@@ -108,6 +133,7 @@ class EmulatedSession:
     headers: dict[str, str]
     session: dict[str, Any]
     received: list[dict[str, Any]] = field(default_factory=list)
+    wire: list[tuple[str, Any]] = field(default_factory=list)  # ("in" | "out", message)
     audio: bytearray = field(default_factory=bytearray)  # appended input, as sent
     errors: list[dict[str, Any]] = field(default_factory=list)
     close_code: int | None = None
@@ -133,8 +159,49 @@ class EmulatorError(Exception):
         self.code, self.message, self.param = code, message, param
 
 
-def merged_session(current: dict[str, Any], update_obj: object) -> dict[str, Any]:
-    """Validate a ``session.update`` like the GA server does and merge it into ``current``."""
+def _unknown(param: str) -> EmulatorError:
+    return EmulatorError("unknown_parameter", f"Unknown parameter: '{param}'.", param)
+
+
+def _check_turn_detection(value: object) -> None:
+    if value is None:
+        return
+    param = "session.audio.input.turn_detection"
+    kind = value.get("type") if isinstance(value, dict) else None
+    if not isinstance(value, dict) or kind not in TURN_DETECTION_KEYS:
+        raise EmulatorError(
+            "invalid_value",
+            f"Invalid value: {kind!r}. Supported values are: 'server_vad' and 'semantic_vad'.",
+            f"{param}.type",
+        )
+    for key in value:
+        if key not in TURN_DETECTION_KEYS[kind]:
+            raise _unknown(f"{param}.{key}")
+
+
+def _check_transcription(value: object) -> None:
+    if value is None:
+        return
+    param = "session.audio.input.transcription"
+    if not isinstance(value, dict):
+        raise EmulatorError("invalid_type", "Invalid type for transcription.", param)
+    for key in value:
+        if key not in TRANSCRIPTION_KEYS:
+            raise _unknown(f"{param}.{key}")
+    if value.get("model") not in TRANSCRIPTION_MODELS:
+        raise EmulatorError(
+            "invalid_value", f"Invalid value: {value.get('model')!r}.", f"{param}.model"
+        )
+
+
+def merged_session(
+    current: dict[str, Any], update_obj: object, *, audio_produced: bool = False
+) -> dict[str, Any]:
+    """Validate a ``session.update`` like the GA server does and merge it into ``current``.
+
+    Like the real API, a voice change once the session has produced audio refuses the whole
+    update (``cannot_update_voice``).
+    """
     update = update_obj
     if not isinstance(update, dict):
         raise EmulatorError(
@@ -148,16 +215,20 @@ def merged_session(current: dict[str, Any], update_obj: object) -> dict[str, Any
         )
     for key in update:
         if key not in SESSION_KEYS:
-            raise EmulatorError(
-                "unknown_parameter", f"Unknown parameter: 'session.{key}'.", f"session.{key}"
-            )
+            raise _unknown(f"session.{key}")
     audio = update.get("audio") or {}
     for side, allowed in (("input", AUDIO_INPUT_KEYS), ("output", AUDIO_OUTPUT_KEYS)):
         for key, value in (audio.get(side) or {}).items():
             if key not in allowed:
-                param = f"session.audio.{side}.{key}"
-                raise EmulatorError("unknown_parameter", f"Unknown parameter: '{param}'.", param)
-            if key == "format":
+                raise _unknown(f"session.audio.{side}.{key}")
+            if key == "turn_detection":
+                _check_turn_detection(value)
+            elif key == "transcription":
+                _check_transcription(value)
+            elif key == "voice" and value != current["audio"]["output"]["voice"]:
+                if audio_produced:
+                    raise EmulatorError("cannot_update_voice", VOICE_LOCKED, "session.audio.output")
+            elif key == "format":
                 fmt_type = (value or {}).get("type")
                 if fmt_type not in FORMATS or (
                     fmt_type == "audio/pcm" and value.get("rate", 24000) != 24000

@@ -7,6 +7,7 @@ from ..errors import BadRequest
 from ..session_config import SessionConfig
 from . import echo, gemini, openai
 from .base import Provider, ProviderSpec
+from .models import gemini_models, openai_models
 
 __all__ = ["PROVIDERS", "Provider", "ProviderSpec", "create_provider"]
 
@@ -27,6 +28,8 @@ PROVIDERS: dict[str, ProviderSpec] = {
         default_voice="marin",
         create=openai.OpenAIProvider,
         unavailable_reason=openai.unavailable_reason,
+        models=openai_models,
+        notes=openai.model_notes,
     ),
     "gemini": ProviderSpec(
         name="gemini",
@@ -35,6 +38,8 @@ PROVIDERS: dict[str, ProviderSpec] = {
         default_voice="Puck",
         create=gemini.GeminiProvider,
         unavailable_reason=gemini.unavailable_reason,
+        models=gemini_models,
+        notes=gemini.model_notes,
     ),
 }
 

@@ -40,8 +40,11 @@ class Provider(Protocol):
     async def send_text(self, text: str) -> None:
         """Add a typed user message and ask for a reply."""
 
-    async def update_session(self, config: SessionConfig) -> None:
-        """Apply a new session configuration (already merged and validated)."""
+    async def update_session(self, config: SessionConfig) -> SessionConfig:
+        """Apply a new session configuration (already merged and validated); returns the one
+        now in effect, which keeps what the provider cannot change mid-session (it reports
+        that as a non-fatal ``error`` event)."""
+        ...
 
     async def interrupt(self, played: Playback | None) -> None:
         """The user barged in: playback was cut after ``played``; stop the reply."""
@@ -68,3 +71,7 @@ class ProviderSpec:
     default_voice: str
     create: Callable[[Settings, str, SessionConfig], Provider]
     unavailable_reason: Callable[[Settings], str | None]
+    models: Callable[[], list[dict[str, Any]]] = list
+    """Models known here with their status and shutdown date (others may be asked for)."""
+    notes: Callable[[Settings], list[str]] = lambda settings: []
+    """Warnings for GET /providers and the startup log (e.g. a model near its shutdown)."""

@@ -103,8 +103,9 @@ class EchoProvider:
         self._emit(ev.TurnComplete())
         self._emit(ev.Usage({"input_text_chars": len(text)}, cost_usd=0.0))
 
-    async def update_session(self, config: SessionConfig) -> None:
+    async def update_session(self, config: SessionConfig) -> SessionConfig:
         self.config = config
+        return config
 
     async def interrupt(self, played: Playback | None) -> None:
         """Nothing to cancel: the whole echo reply is queued at once and the session flushed it."""

@@ -1,4 +1,5 @@
-"""Provider ``gemini``: Gemini Live (``BidiGenerateContent``) over the shared socket loop.
+"""Provider ``gemini``: Gemini Live (``BidiGenerateContent``, Developer API) over the shared
+socket loop.
 
 What is particular to Gemini:
 
@@ -6,10 +7,13 @@ What is particular to Gemini:
 * user audio goes up as 16 kHz PCM16, replies come down as 24 kHz, often slower than real
   time: replies get an adaptive pre-roll (:mod:`bridge.audio.playout`) so they play smoothly;
 * a connection lasts about 10 minutes and ends with a ``goAway``. The bridge then opens the
-  successor with the latest resumption handle (at the next turn boundary, or before the time
-  runs out), replays the user audio the server had not confirmed consuming, and closes the old
+  successor with the newest resumption handle (at the next turn boundary once the handle that
+  covers the last finished turn has arrived, or before the time runs out), replays what the
+  handle does not cover (see :mod:`bridge.providers.gemini_protocol`), and closes the old
   socket: the WebRTC peer hears nothing of it. A transient drop resumes the same way. The
-  conversation is never re-sent: the handle carries it;
+  conversation is never re-sent: the handle carries it. A configuration change that the model
+  cannot take mid-session (``contextUpdate`` only carries instructions, on 3.8 Live) is applied
+  the same way;
 * errors arrive as close codes with reasons (1007 bad request or key, 1008 unknown model,
   1011 with RESOURCE_EXHAUSTED for quota): those become clear ``error`` events; a resumption
   the server refuses ends the session with one.
@@ -18,6 +22,8 @@ What is particular to Gemini:
 from __future__ import annotations
 
 import asyncio
+import datetime
+import logging
 from typing import Any
 from urllib.parse import quote
 
@@ -31,11 +37,26 @@ from ..config import Settings
 from ..errors import ProviderError
 from ..session_config import SessionConfig
 from .gemini_protocol import GeminiLiveProtocol
+from .models import check_lifecycle, gemini_model
 from .socket_loop import OPEN_TIMEOUT_S, Outcome, SocketProvider
 
-DEFAULT_MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
-VOICES = ("Puck", "Charon", "Kore", "Fenrir", "Aoede", "Leda", "Orus", "Zephyr")
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "gemini-3.8-live"
+VOICES = (
+    "Puck", "Charon", "Kore", "Fenrir", "Aoede", "Leda", "Orus", "Zephyr",
+    "Achernar", "Achird", "Algenib", "Algieba", "Alnilam", "Autonoe", "Callirrhoe", "Despina",
+    "Enceladus", "Erinome", "Gacrux", "Iapetus", "Laomedeia", "Pulcherrima", "Rasalgethi",
+    "Sadachbia", "Sadaltager", "Schedar", "Sulafat", "Umbriel", "Vindemiatrix", "Zubenelgenubi",
+)  # fmt: skip
 QUOTA_WORDS = ("RESOURCE_EXHAUSTED", "quota", "exceeded")
+
+
+def model_notes(settings: Settings, today: datetime.date | None = None) -> list[str]:
+    today = today or datetime.date.today()
+    model = settings.model if settings.model and settings.default_provider == "gemini" else None
+    note = gemini_model(model or DEFAULT_MODEL).lifecycle.warning(model or DEFAULT_MODEL, today)
+    return [note] if note else []
 
 
 class GeminiProvider(SocketProvider):
@@ -48,8 +69,12 @@ class GeminiProvider(SocketProvider):
 
     def __init__(self, settings: Settings, model: str, config: SessionConfig) -> None:
         super().__init__(settings, model or DEFAULT_MODEL)
-        self.protocol = GeminiLiveProtocol(self.model, config)
+        check_lifecycle("Gemini", self.model, gemini_model(self.model).lifecycle)
+        self.protocol = GeminiLiveProtocol(
+            self.model, config, overlap_ms=settings.gemini_resume_overlap_ms
+        )
         self._handover_at: float | None = None
+        self._due_since: float | None = None
         self._reconfigure = False
         self.resumes = 0
         self.replayed = 0
@@ -60,11 +85,16 @@ class GeminiProvider(SocketProvider):
     async def send_text(self, text: str) -> None:
         self._send(self.protocol.user_text(text))
 
-    async def update_session(self, config: SessionConfig) -> None:
-        """Gemini takes configuration only in ``setup``: resume with the new one at the next
-        turn boundary (the handle keeps the conversation)."""
-        self.protocol.config = config
-        self._reconfigure = True
+    async def update_session(self, config: SessionConfig) -> SessionConfig:
+        """Instructions go in a ``contextUpdate`` where the model takes one; anything else
+        needs a new ``setup``: the session is resumed with it at the next turn boundary (the
+        handle keeps the conversation)."""
+        messages, resume = self.protocol.update(config)
+        self._send(*messages)
+        if resume:
+            self._reconfigure = True
+            self._poke()
+        return config
 
     async def interrupt(self, played: Playback | None) -> None:
         """Nothing to tell: Gemini detects barge-in itself and reports ``interrupted``."""
@@ -74,7 +104,8 @@ class GeminiProvider(SocketProvider):
             **super().stats(),
             "resumes": self.resumes,
             "replayed_messages": self.replayed,
-            "unconfirmed_messages": self.protocol.unconfirmed,
+            "replay_pending": self.protocol.replay_size,
+            "dropped_turns": self.protocol.dropped_turns,
             "unknown_events": sum(self.protocol.unknown_events.values()),
         }
 
@@ -83,10 +114,20 @@ class GeminiProvider(SocketProvider):
     async def _open(self) -> ClientConnection:
         key = quote(self._settings.gemini_api_key, safe="")
         ws = await self._connect(f"{self._settings.gemini_url}?key={key}", {})
-        replay = self.protocol.new_connection()
         resuming = self.protocol.handle is not None
-        self._handover_at = None
+        if not resuming and self.connections > 1:
+            log.warning("gemini: no resumption handle yet; the new session starts afresh")
+        dropped = self.protocol.dropped_turns
+        replay = self.protocol.new_connection()
+        if self.protocol.dropped_turns > dropped:
+            log.warning(
+                "gemini: resumed before the handle covering the last turn arrived; "
+                "%d finished turn(s) are not replayed",
+                self.protocol.dropped_turns - dropped,
+            )
+        self._handover_at = self._due_since = None
         self._reconfigure = False
+        self._control.clear()  # anything queued was meant for the old socket's session
         try:
             await self._send_now(ws, self.protocol.setup())
             async with asyncio.timeout(OPEN_TIMEOUT_S):
@@ -117,24 +158,43 @@ class GeminiProvider(SocketProvider):
 
     def _receive(self, raw: str | bytes) -> list[ev.Event]:
         events = self.protocol.receive(raw)
+        self._send(*self.protocol.take_outbox())
+        now = asyncio.get_running_loop().time()
         left = self.protocol.conn.go_away_in
         if left is not None and self._handover_at is None:
             # Hand over at the next turn boundary, or while there is still time.
-            now = asyncio.get_running_loop().time()
             self._handover_at = now + max(min(left - 5.0, left * 0.8), 0.0)
+        if not self.protocol.handle_due:
+            self._due_since = None
+        elif self._due_since is None:
+            self._due_since = now
         return events
 
+    def _handle_ready(self) -> bool:
+        """The newest handle covers every finished turn, or we waited long enough for it."""
+        if self._due_since is None:
+            return True
+        waited = asyncio.get_running_loop().time() - self._due_since
+        return waited >= self._settings.gemini_handle_wait
+
     def _verdict(self, cap_reached: bool) -> Outcome | None:
-        boundary = self.protocol.at_turn_boundary
-        if self._handover_at is not None:
-            if boundary or asyncio.get_running_loop().time() >= self._handover_at:
-                return Outcome.RENEW
-        if self._reconfigure and boundary:
+        wanted = self._handover_at is not None or self._reconfigure
+        if not wanted:
+            return None
+        if self._handover_at is not None and asyncio.get_running_loop().time() >= (
+            self._handover_at
+        ):
+            return Outcome.RENEW  # out of time: go now, whatever is happening
+        if self.protocol.at_turn_boundary and self._handle_ready():
             return Outcome.RENEW
         return None
 
     def _wake_at(self) -> float | None:
-        return self._handover_at
+        times = [self._handover_at]
+        if (self._handover_at is not None or self._reconfigure) and self._due_since is not None:
+            times.append(self._due_since + self._settings.gemini_handle_wait)
+        present = [t for t in times if t is not None]
+        return min(present) if present else None
 
     def _audio_message(self, pcm: bytes) -> dict[str, Any]:
         return self.protocol.audio(pcm)

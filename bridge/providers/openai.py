@@ -9,11 +9,14 @@ particular to OpenAI:
   ``session_expired``) a fresh session is opened at a turn boundary, configured, and given the
   conversation so far as text; the call never notices;
 * OpenAI sessions cannot be resumed, so a reconnection after a drop is re-seeded the same way;
-* barge-in sends ``conversation.item.truncate`` with what the outbound track really played.
+* barge-in sends ``conversation.item.truncate`` with what the outbound track really played;
+* models past their shutdown date are refused before any call starts, and those near it are
+  flagged (:mod:`bridge.providers.models`).
 """
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -25,10 +28,11 @@ from ..audio.playout import Playback, PlayoutPolicy
 from ..config import Settings
 from ..errors import ProviderError
 from ..session_config import SessionConfig
+from .models import OPENAI_TRANSCRIPTION_MODELS, check_lifecycle, openai_lifecycle
 from .openai_protocol import OpenAIRealtimeProtocol
 from .socket_loop import Outcome, SocketProvider
 
-DEFAULT_MODEL = "gpt-realtime"
+DEFAULT_MODEL = "gpt-realtime-2.1"
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 HTTP_FATAL = {
     401: ("invalid_api_key", "OpenAI rejected the API key (HTTP 401): check OPENAI_API_KEY"),
@@ -36,6 +40,22 @@ HTTP_FATAL = {
     404: ("model_not_found", "OpenAI does not know the model {model} (HTTP 404)"),
     429: ("insufficient_quota", "OpenAI refused the session: rate limit or quota (HTTP 429)"),
 }
+
+
+def model_notes(settings: Settings, today: datetime.date | None = None) -> list[str]:
+    """What GET /providers should warn about: the default and transcription models' dates."""
+    today = today or datetime.date.today()
+    notes = []
+    model = settings.model if settings.model and settings.default_provider == "openai" else None
+    note = openai_lifecycle(model or DEFAULT_MODEL).warning(model or DEFAULT_MODEL, today)
+    if note:
+        notes.append(note)
+    transcription = OPENAI_TRANSCRIPTION_MODELS.get(settings.openai_transcription_model)
+    if transcription is not None:
+        note = transcription.warning(settings.openai_transcription_model, today)
+        if note:
+            notes.append(f"input transcription: {note} (--openai-transcription-model)")
+    return notes
 
 
 class OpenAIProvider(SocketProvider):
@@ -46,7 +66,10 @@ class OpenAIProvider(SocketProvider):
 
     def __init__(self, settings: Settings, model: str, config: SessionConfig) -> None:
         super().__init__(settings, model or DEFAULT_MODEL)
-        self.protocol = OpenAIRealtimeProtocol(self.model, config)
+        check_lifecycle("OpenAI", self.model, openai_lifecycle(self.model))
+        self.protocol = OpenAIRealtimeProtocol(
+            self.model, config, transcription_model=settings.openai_transcription_model
+        )
 
     def configure_audio(self, peer_codec: str) -> tuple[AudioFormat, AudioFormat]:
         """G.711 peers get G.711 sessions (no resampling either way); others PCM16 24 kHz."""
@@ -57,8 +80,12 @@ class OpenAIProvider(SocketProvider):
     async def send_text(self, text: str) -> None:
         self._send(*self.protocol.user_text(text))
 
-    async def update_session(self, config: SessionConfig) -> None:
-        self._send(self.protocol.session_update(config))
+    async def update_session(self, config: SessionConfig) -> SessionConfig:
+        messages, notices = self.protocol.update(config)
+        self._send(*messages)
+        for notice in notices:
+            self._events.put_nowait(notice)
+        return self.protocol.config
 
     async def interrupt(self, played: Playback | None) -> None:
         message = self.protocol.truncate(played)
@@ -70,6 +97,7 @@ class OpenAIProvider(SocketProvider):
             **super().stats(),
             "truncates_sent": self.protocol.truncates_sent,
             "truncate_rejections": self.protocol.truncate_rejections,
+            "queued_texts": self.protocol.queued_texts,
             "unknown_events": sum(self.protocol.unknown_events.values()),
         }
 
@@ -81,13 +109,10 @@ class OpenAIProvider(SocketProvider):
 
     async def _open(self) -> ClientConnection:
         headers = {"Authorization": f"Bearer {self._settings.openai_api_key}"}
-        if self.protocol.beta:
-            headers["OpenAI-Beta"] = "realtime=v1"
         url = f"{self._settings.openai_url}?model={quote(self.model)}"
         ws = await self._connect(url, headers)
-        self.protocol.new_connection()
-        self._control.clear()  # the context below replaces anything queued for the old socket
-        for setup in [self.protocol.session_update(), *self.protocol.context_messages()]:
+        self._control.clear()  # the setup below replaces anything queued for the old socket
+        for setup in self.protocol.new_connection():
             await self._send_now(ws, setup)
         return ws
 
@@ -98,7 +123,11 @@ class OpenAIProvider(SocketProvider):
         return super()._refused(status)
 
     def _receive(self, raw: str | bytes) -> list[ev.Event]:
-        return self.protocol.receive(raw)
+        events = self.protocol.receive(raw)
+        outbox = self.protocol.take_outbox()
+        if outbox:
+            self._send(*outbox)
+        return events
 
     def _verdict(self, cap_reached: bool) -> Outcome | None:
         conn = self.protocol.conn

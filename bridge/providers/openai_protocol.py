@@ -1,11 +1,24 @@
-"""OpenAI Realtime, sans I/O: server JSON in -> neutral events; commands -> client JSON out.
+"""OpenAI Realtime (GA interface), sans I/O: server JSON in -> neutral events; commands -> client
+JSON out.
 
 Nothing here awaits, opens sockets or reads clocks, so every translation is tested with literal
-JSON (``tests/test_openai_protocol.py``). :class:`~bridge.providers.openai.OpenAIProvider`
-owns the socket and asks this class what to send and what a received message means.
+JSON (``tests/test_openai_protocol.py``) and every message it writes is checked against the
+official ``openai`` SDK's types. :class:`~bridge.providers.openai.OpenAIProvider` owns the
+socket, sends what :meth:`OpenAIRealtimeProtocol.take_outbox` hands it after each received
+message, and asks this class what a message means.
 
 One instance lives for the whole call, across reconnections and session rollovers: it keeps
 the conversation text so a fresh OpenAI session can be given the context of the old one.
+
+Rules of the API this class enforces so the server never has to refuse us:
+
+* only one response at a time: a typed message that arrives while a reply is being generated
+  waits and is answered after ``response.done`` (OpenAI would refuse a second
+  ``response.create`` and the message would never be answered);
+* the voice is fixed once the session has produced audio: a later voice change is left out of
+  the ``session.update`` (the rest applies) and reported as a ``voice_locked`` error event;
+* a ``session.update`` OpenAI refuses is reported, and fatal if it was the first one (the
+  session would run with formats the peer does not speak).
 """
 
 from __future__ import annotations
@@ -15,28 +28,26 @@ import binascii
 import itertools
 import json
 import logging
-import re
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import events as ev
 from ..audio.format import PCM16_24K, AudioFormat
 from ..audio.playout import Playback
 from ..pricing import openai_cost
+from ..redact import redact
 from ..session_config import SessionConfig
 
 log = logging.getLogger(__name__)
 
-BETA_MODEL = re.compile(r"^gpt-4o(-mini)?-realtime-preview")
-GA_FORMATS = {
+FORMATS = {
     "pcm16": {"type": "audio/pcm", "rate": 24000},
     "pcmu": {"type": "audio/pcmu"},
     "pcma": {"type": "audio/pcma"},
 }
-BETA_FORMATS = {"pcm16": "pcm16", "pcmu": "g711_ulaw", "pcma": "g711_alaw"}
-TRANSCRIPTION_MODEL = {"ga": "gpt-4o-mini-transcribe", "beta": "whisper-1"}
+DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
 # Errors after which the session cannot go on: the key, the account or the model is wrong.
 FATAL_CODES = {
     "invalid_api_key",
@@ -54,6 +65,7 @@ IGNORED = {
     "input_audio_buffer.committed",
     "input_audio_buffer.cleared",
     "input_audio_buffer.timeout_triggered",
+    "input_audio_buffer.dtmf_event_received",
     "conversation.item.added",
     "conversation.item.done",
     "conversation.item.created",
@@ -75,10 +87,7 @@ IGNORED = {
 }
 MAX_HISTORY_ITEMS = 40
 MAX_HISTORY_CHARS = 16_000
-
-
-def is_beta_model(model: str) -> bool:
-    return bool(BETA_MODEL.match(model))
+MAX_PENDING_TEXTS = 16
 
 
 @dataclass
@@ -94,8 +103,10 @@ class ConnectionState:
     """What is true of the current socket only; reset on every new connection."""
 
     configured: bool = False
-    response_active: bool = False
+    response_active: bool = False  # between response.created and response.done
+    response_requested: bool = False  # our response.create is on its way
     user_speaking: bool = False
+    audio_produced: bool = False  # the voice can no longer change in this session
     expired: bool = False
     fatal: ev.Error | None = None
     generated: OrderedDict[str, int] = field(default_factory=OrderedDict)  # item -> bytes
@@ -111,72 +122,96 @@ class OpenAIRealtimeProtocol:
         *,
         input_format: AudioFormat = PCM16_24K,
         output_format: AudioFormat = PCM16_24K,
+        transcription_model: str = DEFAULT_TRANSCRIPTION_MODEL,
     ) -> None:
         self.model = model
-        self.beta = is_beta_model(model)
         self.config = config
         self.input_format = input_format
         self.output_format = output_format
+        self.transcription_model = transcription_model
         self.conn = ConnectionState()
         self.unknown_events: Counter[str] = Counter()
         self.truncate_rejections = 0
         self.truncates_sent = 0
+        self.queued_texts = 0
         self._opened = False
         self._ids = itertools.count(1)
         self._truncate_ids: set[str] = set()
+        self._update_ids: set[str] = set()
+        self._create_ids: set[str] = set()
         self._history: list[_Turn] = []
         self._assistant_text: dict[str, str] = {}
+        self._pending: list[str] = []  # typed messages waiting for the current reply to end
+        self._retry_create = False
+        self._outbox: list[dict[str, Any]] = []
 
     # -- commands ------------------------------------------------------------------------------
 
-    def new_connection(self) -> None:
-        """Forget what belonged to the previous socket (the conversation text stays)."""
+    def new_connection(self) -> list[dict[str, Any]]:
+        """Forget what belonged to the previous socket (the conversation text stays); returns
+        the messages that configure the new session and give it the conversation so far."""
         self.conn = ConnectionState()
+        self._retry_create = False
+        self._outbox.clear()
+        messages = [self.session_update(), *self.context_messages()]
+        if self._pending:
+            messages.extend(self._answer_pending())
+        return messages
+
+    def take_outbox(self) -> list[dict[str, Any]]:
+        """Messages that received events made necessary (e.g. a queued typed message)."""
+        out, self._outbox = self._outbox, []
+        return out
 
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
         return {"type": kind, "event_id": f"evt_bridge_{next(self._ids)}", **fields}
 
     def session_update(self, config: SessionConfig | None = None) -> dict[str, Any]:
-        """``session.update`` carrying the whole configuration (GA or beta shape)."""
+        """``session.update`` carrying the whole configuration."""
         if config is not None:
             self.config = config
         c = self.config
-        td: dict[str, Any] | None
         td = None if c.turn_detection.type == "none" else c.turn_detection.to_json()
-        audio_out = "audio" in c.output_modalities
-        if self.beta:
-            session: dict[str, Any] = {
-                "modalities": ["text", "audio"] if audio_out else ["text"],
-                "input_audio_format": BETA_FORMATS[self.input_format.encoding],
-                "output_audio_format": BETA_FORMATS[self.output_format.encoding],
-                "turn_detection": td,
-                "input_audio_transcription": (
-                    {"model": TRANSCRIPTION_MODEL["beta"]} if c.input_transcription else None
-                ),
-            }
-            if c.voice:
-                session["voice"] = c.voice
-        else:
-            output: dict[str, Any] = {"format": GA_FORMATS[self.output_format.encoding]}
-            if c.voice:
-                output["voice"] = c.voice
-            session = {
-                "type": "realtime",
-                "output_modalities": ["audio"] if audio_out else ["text"],
-                "audio": {
-                    "input": {
-                        "format": GA_FORMATS[self.input_format.encoding],
-                        "turn_detection": td,
-                        "transcription": (
-                            {"model": TRANSCRIPTION_MODEL["ga"]} if c.input_transcription else None
-                        ),
-                    },
-                    "output": output,
+        output: dict[str, Any] = {"format": FORMATS[self.output_format.encoding]}
+        if c.voice:
+            output["voice"] = c.voice
+        transcription = {"model": self.transcription_model} if c.input_transcription else None
+        session: dict[str, Any] = {
+            "type": "realtime",
+            "output_modalities": ["audio"] if "audio" in c.output_modalities else ["text"],
+            "audio": {
+                "input": {
+                    "format": FORMATS[self.input_format.encoding],
+                    "turn_detection": td,
+                    "transcription": transcription,
                 },
-            }
+                "output": output,
+            },
+        }
         if c.instructions is not None:
             session["instructions"] = c.instructions
-        return self._event("session.update", session=session)
+        message = self._event("session.update", session=session)
+        self._update_ids.add(message["event_id"])
+        return message
+
+    def update(self, config: SessionConfig) -> tuple[list[dict[str, Any]], list[ev.Event]]:
+        """A client's new configuration: what to send, and notices for the client.
+
+        Once this session has produced audio OpenAI refuses a voice change (and with it the
+        whole update), so the voice stays as it was and the rest still applies.
+        """
+        notices: list[ev.Event] = []
+        if config.voice != self.config.voice and self.conn.audio_produced:
+            notices.append(
+                ev.Error(
+                    "voice_locked",
+                    f"the voice can't change once the assistant has spoken in this session; "
+                    f"it stays {self.config.voice or 'the default'} (the rest of the update "
+                    "was applied)",
+                )
+            )
+            config = replace(config, voice=self.config.voice)
+        return [self.session_update(config)], notices
 
     def append_audio(self, data: bytes) -> dict[str, Any]:
         return {
@@ -185,14 +220,35 @@ class OpenAIRealtimeProtocol:
         }
 
     def user_text(self, text: str) -> list[dict[str, Any]]:
-        """A typed user message and the request for a reply."""
-        self._remember(_Turn("user", text))
-        item = {
-            "type": "message",
-            "role": "user",
-            "content": [{"type": "input_text", "text": text}],
-        }
-        return [self._event("conversation.item.create", item=item), self._event("response.create")]
+        """A typed user message and the request for a reply; held while a reply is active."""
+        if self.conn.response_active or self.conn.response_requested or self._retry_create:
+            if len(self._pending) >= MAX_PENDING_TEXTS:
+                self._pending.pop(0)
+            self._pending.append(text)
+            self.queued_texts += 1
+            return []
+        self._pending.append(text)
+        return self._answer_pending()
+
+    def _answer_pending(self) -> list[dict[str, Any]]:
+        messages = []
+        for text in self._pending:
+            self._remember(_Turn("user", text))
+            item = {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": text}],
+            }
+            messages.append(self._event("conversation.item.create", item=item))
+        self._pending.clear()
+        messages.append(self._response_create())
+        return messages
+
+    def _response_create(self) -> dict[str, Any]:
+        message = self._event("response.create")
+        self._create_ids.add(message["event_id"])
+        self.conn.response_requested = True
+        return message
 
     def truncate(self, played: Playback | None) -> dict[str, Any] | None:
         """``conversation.item.truncate`` for a reply cut after ``played``, or None to skip.
@@ -227,19 +283,20 @@ class OpenAIRealtimeProtocol:
         for turn in self._history:
             if not turn.text.strip():
                 continue
-            if turn.role == "user":
-                content = [{"type": "input_text", "text": turn.text}]
-            else:
-                kind = "text" if self.beta else "output_text"
-                content = [{"type": kind, "text": turn.text}]
-            item = {"type": "message", "role": turn.role, "content": content}
+            kind = "input_text" if turn.role == "user" else "output_text"
+            item = {
+                "type": "message",
+                "role": turn.role,
+                "content": [{"type": kind, "text": turn.text}],
+            }
             messages.append(self._event("conversation.item.create", item=item))
         return messages
 
     @property
     def at_turn_boundary(self) -> bool:
         """Nobody is speaking or generating: a safe moment to switch sessions."""
-        return not self.conn.response_active and not self.conn.user_speaking
+        conn = self.conn
+        return not (conn.response_active or conn.response_requested or conn.user_speaking)
 
     # -- server events -------------------------------------------------------------------------
 
@@ -278,15 +335,17 @@ class OpenAIRealtimeProtocol:
 
     def _response_created(self, m: dict[str, Any]) -> list[ev.Event]:
         self.conn.response_active = True
+        self.conn.response_requested = False
         return []
 
     def _audio_delta(self, m: dict[str, Any]) -> list[ev.Event]:
         item_id = str(m.get("item_id") or "")
         try:
-            data = base64.b64decode(m.get("delta") or "", validate=True)
+            data = base64.b64decode(str(m.get("delta") or ""), validate=True)
         except (binascii.Error, ValueError):
             self.unknown_events["<bad audio delta>"] += 1
             return []
+        self.conn.audio_produced = True
         generated = self.conn.generated
         generated[item_id] = generated.get(item_id, 0) + len(data)
         while len(generated) > 64:
@@ -333,12 +392,18 @@ class OpenAIRealtimeProtocol:
 
     def _response_done(self, m: dict[str, Any]) -> list[ev.Event]:
         self.conn.response_active = False
+        self.conn.response_requested = False
         response = m.get("response") if isinstance(m.get("response"), dict) else {}
         assert isinstance(response, dict)
         out: list[ev.Event] = [ev.TurnComplete()]
         usage = response.get("usage")
         if isinstance(usage, dict):
             out.append(ev.Usage(usage, openai_cost(self.model, usage)))
+        if self._pending:
+            self._outbox.extend(self._answer_pending())
+        elif self._retry_create:
+            self._outbox.append(self._response_create())
+        self._retry_create = False
         return out
 
     def _error(self, m: dict[str, Any]) -> list[ev.Event]:
@@ -346,20 +411,35 @@ class OpenAIRealtimeProtocol:
         assert isinstance(error, dict)
         code = str(error.get("code") or error.get("type") or "provider_error")
         message = str(error.get("message") or "the provider reported an error")
+        event_id = error.get("event_id")
         if code == "session_expired":
             self.conn.expired = True
             return []
+        if event_id in self._create_ids and code == "conversation_already_has_active_response":
+            # Our typed message's reply collided with one the server started itself (VAD):
+            # ask again once that one is done.
+            self.conn.response_requested = False
+            self._retry_create = True
+            return []
         if code in BENIGN_CODES:
-            log.info("openai: benign error %s: %s", code, message)
+            log.info("openai: benign error %s: %s", code, redact(message))
             return []
-        if error.get("event_id") in self._truncate_ids or error.get("param") == "audio_end_ms":
+        if event_id in self._truncate_ids or error.get("param") == "audio_end_ms":
             self.truncate_rejections += 1
-            log.warning("openai rejected a truncate (%s): %s", code, message)
+            log.warning("openai rejected a truncate (%s): %s", code, redact(message))
             return []
+        if event_id in self._update_ids:
+            if not self.conn.configured:
+                event = ev.Error(
+                    "invalid_session", f"OpenAI refused the session configuration: {message}", True
+                )
+                self.conn.fatal = event
+                return [event]
+            return [ev.Error("invalid_session", f"OpenAI refused the session update: {message}")]
         if code == "beta_api_shape_disabled":
             message = (
                 f"OpenAI no longer serves the beta Realtime interface that {self.model} needs; "
-                "choose a GA model such as gpt-realtime"
+                "choose a current model such as gpt-realtime-2.1"
             )
         fatal = code in FATAL_CODES
         event = ev.Error(code, message, fatal=fatal)
@@ -400,17 +480,11 @@ _HANDLERS: dict[str, _Handler] = {
     "input_audio_buffer.speech_stopped": OpenAIRealtimeProtocol._speech_stopped,
     "response.created": OpenAIRealtimeProtocol._response_created,
     "response.output_audio.delta": OpenAIRealtimeProtocol._audio_delta,
-    "response.audio.delta": OpenAIRealtimeProtocol._audio_delta,
     "response.output_audio.done": OpenAIRealtimeProtocol._audio_done,
-    "response.audio.done": OpenAIRealtimeProtocol._audio_done,
     "response.output_audio_transcript.delta": OpenAIRealtimeProtocol._assistant_delta,
-    "response.audio_transcript.delta": OpenAIRealtimeProtocol._assistant_delta,
     "response.output_audio_transcript.done": OpenAIRealtimeProtocol._assistant_done,
-    "response.audio_transcript.done": OpenAIRealtimeProtocol._assistant_done,
     "response.output_text.delta": OpenAIRealtimeProtocol._text_delta,
-    "response.text.delta": OpenAIRealtimeProtocol._text_delta,
     "response.output_text.done": OpenAIRealtimeProtocol._text_done,
-    "response.text.done": OpenAIRealtimeProtocol._text_done,
     "conversation.item.input_audio_transcription.delta": OpenAIRealtimeProtocol._user_delta,
     "conversation.item.input_audio_transcription.completed": OpenAIRealtimeProtocol._user_done,
     "response.done": OpenAIRealtimeProtocol._response_done,

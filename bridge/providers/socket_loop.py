@@ -36,6 +36,7 @@ from .. import events as ev
 from ..audio.playout import PlayoutPolicy
 from ..config import Settings
 from ..errors import ProviderError
+from ..redact import redact
 
 log = logging.getLogger(__name__)
 # websockets logs handshake headers (API keys) at DEBUG: give it a logger that never does.
@@ -71,6 +72,8 @@ class SocketProvider(ABC):
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._ws: ClientConnection | None = None
+        self._recv_timeout: asyncio.Timeout | None = None
+        self._opening: ClientConnection | None = None  # the socket :meth:`_open` is setting up
         self._closed = False
         self.connections = 0
         self.reconnects = 0
@@ -116,7 +119,7 @@ class SocketProvider(ABC):
     # -- Provider interface --------------------------------------------------------------------
 
     async def connect(self) -> None:
-        ws = await self._open()
+        ws = await self._open_safely()
         loop = asyncio.get_running_loop()
         self._runner = loop.create_task(self._run(ws), name=f"{self.name}-provider")
 
@@ -154,8 +157,14 @@ class SocketProvider(ABC):
         }
 
     def _send(self, *messages: dict[str, Any]) -> None:
-        self._control.extend(messages)
-        self._wake.set()
+        if messages:
+            self._control.extend(messages)
+            self._wake.set()
+
+    def _poke(self) -> None:
+        """Ask :meth:`_verdict` again now (the reader would otherwise wait for a message)."""
+        if self._recv_timeout is not None:
+            self._recv_timeout.reschedule(asyncio.get_running_loop().time())
 
     # -- socket side ---------------------------------------------------------------------------
 
@@ -178,7 +187,32 @@ class SocketProvider(ABC):
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise ProviderError(f"could not reach {self.name}: {type(exc).__name__}") from None
         self.connections += 1
+        self._opening = ws
         return ws
+
+    async def _open_safely(self) -> ClientConnection:
+        """:meth:`_open`, with a socket that closes while it is being configured turned into a
+        :class:`ProviderError` that says why (what the provider sent before closing first)."""
+        try:
+            return await self._open()
+        except ConnectionClosed as exc:
+            raise await self._closed_while_opening(exc) from None
+
+    async def _closed_while_opening(self, exc: ConnectionClosed) -> ProviderError:
+        ws = self._opening
+        if ws is not None:
+            with contextlib.suppress(ConnectionClosed):
+                while True:  # messages that arrived before the close are still readable
+                    for event in self._receive(await ws.recv()):
+                        if isinstance(event, ev.Error) and event.fatal:
+                            return ProviderError(event.message, code=event.code, fatal=True)
+                        self._events.put_nowait(event)
+        code = exc.rcvd.code if exc.rcvd is not None else 1006
+        reason = exc.rcvd.reason if exc.rcvd is not None else ""
+        error = self._fatal_close(code, reason)
+        if error is not None:
+            return ProviderError(error.message, code=error.code, fatal=True)
+        return ProviderError(f"{self.name} closed the connection while it was set up ({code})")
 
     def _refused(self, status: int) -> ProviderError:
         return ProviderError(
@@ -219,10 +253,12 @@ class SocketProvider(ABC):
                 wakes = [t for t in (cap_at, self._wake_at()) if t is not None]
                 deadline = min(wakes) if wakes and min(wakes) > loop.time() else None
                 try:
-                    async with asyncio.timeout_at(deadline):
+                    async with asyncio.timeout_at(deadline) as self._recv_timeout:
                         raw = await ws.recv()
                 except TimeoutError:
                     raw = None
+                finally:
+                    self._recv_timeout = None
                 if raw is not None:
                     for event in self._receive(raw):
                         self._events.put_nowait(event)
@@ -248,7 +284,7 @@ class SocketProvider(ABC):
         if error is not None:
             self._events.put_nowait(error)
             return Outcome.FATAL
-        log.warning("%s socket dropped (%d %s); reconnecting", self.name, code, reason)
+        log.warning("%s socket dropped (%d %s); reconnecting", self.name, code, redact(reason))
         return Outcome.TRANSIENT
 
     async def _write(self, ws: ClientConnection) -> None:
@@ -271,7 +307,7 @@ class SocketProvider(ABC):
             self.renewals += 1
             log.info("%s: renewing the session", self.name)
             try:
-                return await self._open()
+                return await self._open_safely()
             except ProviderError as exc:
                 if exc.fatal:
                     self._events.put_nowait(ev.Error(exc.code, exc.message, fatal=True))
@@ -280,7 +316,7 @@ class SocketProvider(ABC):
         for attempt in range(attempts):
             await asyncio.sleep(min(0.25 * 2**attempt, 4.0) * random.uniform(0.5, 1.5))
             try:
-                ws = await self._open()
+                ws = await self._open_safely()
             except ProviderError as exc:
                 if exc.fatal:
                     self._events.put_nowait(ev.Error(exc.code, exc.message, fatal=True))
