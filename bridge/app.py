@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from . import signaling
+from . import datachannel, dtls, signaling
 from .cluster import Cluster
 from .config import Settings
 from .errors import BridgeError
@@ -69,7 +69,15 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
     """
     settings = settings if settings is not None else Settings.from_sources()
     restrict_host_addresses(settings.ice_addresses)
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[json_errors])
+    dtls.install()
+    datachannel.install_guard()
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[json_errors],
+        # A connection that never completes a request is closed after header_timeout (aiohttp
+        # counts it from the connection's start); unread bodies are not waited for long.
+        handler_args={"keepalive_timeout": settings.header_timeout, "lingering_time": 1.0},
+    )
     app[SETTINGS] = settings
     app[REGISTRY] = SessionRegistry(settings.max_sessions)
     app[METRICS] = Metrics()

@@ -12,6 +12,7 @@ worker is forwarded over that worker's private Unix socket; ``GET /sessions`` an
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ import aiohttp
 from aiohttp import web
 
 _FORWARDED_HEADERS = ("content-type", "if-match", "authorization")
+_WORKER = re.compile(r"[0-9]{1,3}")  # ASCII digits only: str.isdigit() takes "²" too
 _RETURNED_HEADERS = ("content-type", "location", "etag", "retry-after", "allow")
 
 
@@ -35,12 +37,13 @@ class Cluster:
     def owner(self, session_id: str) -> int | None:
         """The worker that owns ``session_id``, or None when it names none of ours."""
         head, sep, _ = session_id.partition("-")
-        if not sep or not head.isdigit() or int(head) >= len(self.sockets):
+        if not sep or not _WORKER.fullmatch(head) or int(head) >= len(self.sockets):
             return None
         return int(head)
 
-    async def forward(self, request: web.Request, worker: int) -> web.Response:
-        """Replay ``request`` on ``worker`` and return its answer unchanged."""
+    async def forward(self, request: web.Request, worker: int, body: bytes) -> web.Response:
+        """Replay ``request`` (whose ``body`` the caller read) on ``worker`` and return its
+        answer unchanged."""
         headers = {k: v for k, v in request.headers.items() if k.lower() in _FORWARDED_HEADERS}
         connector = aiohttp.UnixConnector(path=self.sockets[worker])
         async with (
@@ -48,7 +51,7 @@ class Cluster:
             http.request(
                 request.method,
                 f"http://worker{request.rel_url}",
-                data=await request.read(),
+                data=body,
                 headers=headers,
             ) as reply,
         ):

@@ -55,6 +55,14 @@ class Settings:
     max_body_bytes: int = _setting(
         65536, "largest signaling request body in bytes", min=1024, max=16 * 1024 * 1024
     )
+    body_timeout: float = _setting(
+        10.0, "seconds a client has to send a request body (slower ones get HTTP 408)", min=0.1
+    )
+    header_timeout: float = _setting(
+        10.0,
+        "seconds a connection may stay open without a complete request (headers included)",
+        min=0.1,
+    )
     receive_jitter: str = _setting(
         "immediate",
         "inbound jitter buffer: immediate (no added delay) or aiortc (its own, 80+ ms)",

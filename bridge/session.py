@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import json
 import logging
 import time
 from collections import deque
@@ -28,6 +27,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
 from av import AudioFrame
 
+from . import datachannel, dtls
 from . import events as ev
 from .audio import g711, jitter
 from .audio.format import PCM16_24K
@@ -47,10 +47,12 @@ log = logging.getLogger(__name__)
 
 EVENTS_CHANNEL = "events"
 MAX_PENDING_EVENTS = 512
-MAX_CHANNEL_MESSAGE = 64 * 1024
+MAX_CHANNEL_MESSAGE = 64 * 1024  # bytes, in either direction
+MAX_CHANNEL_BACKLOG = 1024 * 1024  # bytes queued in SCTP before events are dropped
 MAX_CLIENT_BACKLOG = 64
 CLOSE_FLUSH_S = 0.2
 ERROR_DELIVERY_GRACE_S = 5.0
+GRACE_REASONS = ("provider_error", "provider_closed")
 
 
 class State(enum.Enum):
@@ -100,6 +102,9 @@ class CallSession:
         self._client_events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(MAX_CLIENT_BACKLOG)
         self.audio_in_ms = 0
         self.events_sent = 0
+        self.events_dropped = 0
+        self.max_message_bytes = MAX_CHANNEL_MESSAGE  # what the peer's SCTP takes, at most ours
+        self._answered = False
         self.cost_usd: float | None = 0.0  # None once any usage could not be priced
         self.usage_events = 0
 
@@ -111,8 +116,10 @@ class CallSession:
         Raises :class:`BadRequest` for an offer we can't use; the session is then already
         closed and has left nothing behind.
         """
-        section = check_offer(offer_sdp)
+        offer = check_offer(offer_sdp)
         assert isinstance(offer_sdp, str)
+        limit = offer.max_message_size
+        self.max_message_bytes = min(limit, MAX_CHANNEL_MESSAGE) if limit else MAX_CHANNEL_MESSAGE
         self.state = State.CONNECTING
         pc = self._pc
         pc.on("track", self._on_track)
@@ -120,8 +127,9 @@ class CallSession:
         pc.on("connectionstatechange", self._on_connection_state)
         try:
             transceiver = pc.addTransceiver(self.track, direction="sendrecv")
-            transceiver.setCodecPreferences(_codec_preferences(section.codecs))
+            transceiver.setCodecPreferences(_codec_preferences(offer.audio.codecs))
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            dtls.answer_as_server(pc, offer.audio.setup)
             await pc.setLocalDescription(await pc.createAnswer())
             codec = answer_codec(pc.localDescription.sdp)
         except BadRequest:
@@ -154,6 +162,7 @@ class CallSession:
         self._spawn(self._watch_connect(), "connect-watchdog")
         self._spawn(self._run_provider(), "provider")
         self._spawn(self._serve_client_events(), "client-events")
+        self._answered = True
         return str(pc.localDescription.sdp)
 
     def end(self, reason: str) -> None:
@@ -176,9 +185,11 @@ class CallSession:
     async def _shutdown(self) -> None:
         try:
             self._send_wire({"type": "close", "reason": self.close_reason})
-            if self._pending and self._pc.connectionState in ("new", "connecting"):
-                # The call failed before the peer was up (e.g. a bad provider key): give the
-                # peer a short while to open its channel so it learns why.
+            # A call that failed before the peer was up (e.g. a bad provider key): give the
+            # peer a short while to open its channel so it learns why. Not for ends the peer
+            # asked for, or that no peer can hear.
+            answered = self._answered and self._pc.connectionState in ("new", "connecting")
+            if self._pending and answered and self.close_reason in GRACE_REASONS:
                 with contextlib.suppress(TimeoutError):
                     grace = min(ERROR_DELIVERY_GRACE_S, self.settings.connect_timeout)
                     await asyncio.wait_for(self._channel_open.wait(), grace)
@@ -312,27 +323,24 @@ class CallSession:
     def _flush_pending(self) -> None:
         self._channel_open.set()
         while self._pending and self._channel is not None:
-            self._channel.send(self._pending.popleft())
+            self._send_text(self._pending.popleft(), essential=True)
 
     # -- client -> provider --------------------------------------------------------------------
 
     def _on_message(self, message: str | bytes) -> None:
+        """A client message, from inside aiortc's receive loop: nothing may escape from here
+        (an exception would end the peer's whole transport)."""
         if self.state not in (State.CONNECTING, State.ACTIVE):
             return
         try:
-            if isinstance(message, bytes) or len(message) > MAX_CHANNEL_MESSAGE:
-                raise BadRequest("messages must be JSON text under 64 KiB", code="invalid_event")
-            try:
-                data = json.loads(message)
-            except ValueError:
-                raise BadRequest("message is not valid JSON", code="invalid_json") from None
-            if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-                raise BadRequest("message must be an object with a 'type'", code="invalid_event")
-            self._client_events.put_nowait(data)
+            self._client_events.put_nowait(datachannel.parse(message, MAX_CHANNEL_MESSAGE))
         except asyncio.QueueFull:
             self._send_event(ev.Error("rate_limited", "too many messages; slow down"))
         except BadRequest as exc:
             self._send_event(ev.Error(exc.code, exc.message))
+        except Exception:
+            log.exception("session %s: a client message could not be handled", self.id)
+            self._send_event(ev.Error("invalid_event", "the message could not be handled"))
 
     async def _serve_client_events(self) -> None:
         """Apply client messages one at a time, in the order they arrived."""
@@ -357,11 +365,15 @@ class CallSession:
                 await self.provider.send_text(text)
             else:
                 raise BadRequest(
-                    f"unknown event type {kind!r} (expected session.update or text)",
+                    f"unknown event type {datachannel.shown(kind)} "
+                    "(expected session.update or text)",
                     code="unknown_event",
                 )
         except BridgeError as exc:
             self._send_event(ev.Error(exc.code, exc.message))
+        except Exception:  # one bad message must not end the call
+            log.exception("session %s: client event %s failed", self.id, datachannel.shown(kind))
+            self._send_event(ev.Error("internal_error", "the message could not be applied"))
 
     # -- provider -> client --------------------------------------------------------------------
 
@@ -419,10 +431,21 @@ class CallSession:
             self._send_wire(wire)
 
     def _send_wire(self, wire: dict[str, Any]) -> None:
-        text = json.dumps(wire, separators=(",", ":"))
+        for text in datachannel.encode(wire, self.max_message_bytes):
+            self._send_text(text, essential=wire.get("type") in ("error", "close"))
+
+    def _send_text(self, text: str, essential: bool) -> None:
         channel = self._channel
         if channel is not None and channel.readyState == "open":
-            channel.send(text)
+            if channel.bufferedAmount > MAX_CHANNEL_BACKLOG and not essential:
+                self.events_dropped += 1  # the peer reads slower than events come
+                return
+            try:
+                channel.send(text)
+            except Exception as exc:  # aiortc refuses sends on a closing channel, etc.
+                self.events_dropped += 1
+                log.warning("session %s: an event could not be sent: %s", self.id, exc)
+                return
             self.events_sent += 1
         elif self.state is not State.CLOSED:
             self._pending.append(text)
@@ -451,6 +474,7 @@ class CallSession:
             "close_reason": self.close_reason,
             "provider_stats": self.provider.stats(),
             "reply_dropped_ms": self.track.dropped_ms,
+            "events_dropped": self.events_dropped,
         }
 
 

@@ -6,6 +6,7 @@ itself, so a bad request never leaves a peer connection or a registry entry behi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import Awaitable, Callable
@@ -46,10 +47,22 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/stats", stats)
     app.router.add_post("/stats/reset", reset_stats)
-    static_dir = Path(app[SETTINGS].static_dir or STATIC_DEFAULT)
     app.router.add_get("/", index)
-    if static_dir.is_dir():
-        app.router.add_static("/static/", static_dir)
+    app.router.add_get("/static/{path:.+}", _static_files(app[SETTINGS].static_dir))
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body, within ``body_timeout`` (a client that trickles it is cut off)."""
+    limit = request.app[SETTINGS].body_timeout
+    try:
+        async with asyncio.timeout(limit):
+            return await request.read()
+    except TimeoutError:
+        raise BadRequest(
+            f"the request body did not arrive within {limit:g} s",
+            code="request_timeout",
+            status=408,
+        ) from None
 
 
 async def _read_json(request: web.Request) -> dict[str, Any]:
@@ -59,10 +72,10 @@ async def _read_json(request: web.Request) -> dict[str, Any]:
             code="unsupported_media_type",
             status=415,
         )
-    raw = await request.read()
+    raw = await read_body(request)
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequest("request body is not valid JSON", code="invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object", code="invalid_json")
@@ -138,7 +151,7 @@ async def post_whip(request: web.Request) -> web.Response:
             code="unsupported_media_type",
             status=415,
         )
-    sdp = (await request.read()).decode("utf-8", errors="replace")
+    sdp = (await read_body(request)).decode("utf-8", errors="replace")
     query = request.query
     call, answer = await _start_session(
         request.app,
@@ -182,7 +195,7 @@ def _routed(handler: Handler) -> Handler:
     async def route(request: web.Request) -> web.StreamResponse:
         owner = _elsewhere(request)
         if owner is not None:
-            return await request.app[CLUSTER].forward(request, owner)
+            return await request.app[CLUSTER].forward(request, owner, await read_body(request))
         return await handler(request)
 
     return route
@@ -243,7 +256,11 @@ async def list_providers(request: web.Request) -> web.Response:
 async def stats(request: web.Request) -> web.Response:
     """Audio-path latency and punctuality of this process, with its CPU time and memory;
     with several workers, ``workers`` lists each one's."""
-    mine = {"sessions": len(request.app[REGISTRY]), **request.app[METRICS].snapshot()}
+    mine = {
+        "sessions": len(request.app[REGISTRY]),
+        "asyncio_tasks": len(asyncio.all_tasks()),  # a leak shows here first
+        **request.app[METRICS].snapshot(),
+    }
     cluster = request.app.get(CLUSTER)
     if cluster is not None and "local" not in request.query:
         mine["workers"] = [dict(mine), *await cluster.gather("/stats?local=1")]
@@ -268,3 +285,22 @@ async def index(request: web.Request) -> web.StreamResponse:
     if not page.is_file():
         raise BadRequest(f"demo page not found in {static_dir}", code="not_found", status=404)
     return web.FileResponse(page)
+
+
+def _static_files(static_dir: str) -> Handler:
+    """The demo page's files, listed once at startup: any other path (missing, outside the
+    folder) is a JSON 404, and no request touches the file system to find out."""
+    folder = Path(static_dir or STATIC_DEFAULT).resolve()
+    files = {
+        path.relative_to(folder).as_posix(): path
+        for path in (folder.rglob("*") if folder.is_dir() else [])
+        if path.is_file()
+    }
+
+    async def static_file(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["path"]
+        if name not in files:
+            raise BadRequest(f"no such file: {name[:80]!r}", code="not_found", status=404)
+        return web.FileResponse(files[name])
+
+    return static_file

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -7,6 +8,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from hypothesis import HealthCheck, settings
 
 from bridge import Settings, create_app
 from bridge.keys import REGISTRY
@@ -19,6 +21,16 @@ from .sdk_types import (
     check_openai_server_event,
     check_wire,
 )
+
+# Property-based tests: a few hundred examples per path in ./test (the same ones every run, so a
+# failure reproduces); `--hypothesis-profile=long` explores thousands of new ones.
+_FUZZ = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+}
+settings.register_profile("ci", max_examples=200, derandomize=True, **_FUZZ)
+settings.register_profile("long", max_examples=3000, print_blob=True, **_FUZZ)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))  # --hypothesis-profile wins
 
 # Every peer in the tests, bridge and clients alike, uses loopback only.
 LOOPBACK = ("127.0.0.1",)

@@ -192,6 +192,13 @@ class ClientPeer:
             except TimeoutError:
                 pass
 
+    async def wait_for_more(self, count: int, timeout: float = 10.0) -> None:
+        """Until more than ``count`` events have arrived."""
+        async with asyncio.timeout(timeout):
+            while len(self.events) <= count:
+                self._event_added.clear()
+                await self._event_added.wait()
+
     async def wait_connected(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while self.pc.connectionState != "connected":

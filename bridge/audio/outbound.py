@@ -113,6 +113,7 @@ class OutboundAudioTrack(MediaStreamTrack):
         self._resampler: Resampler | None = None
         self._encoder: AudioCodecContext | None = None
         self._fifo: PCM16 = np.zeros(0, dtype=np.int16)
+        self._carry = b""  # half a PCM16 sample, when a chunk ended in the middle of one
         self._pts = 0
         self._start: float | None = None
         self._frames = 0
@@ -123,6 +124,7 @@ class OutboundAudioTrack(MediaStreamTrack):
         self.late_resets = 0
         self.last_audio_sent_at: float | None = None
         self.last_flush_at: float | None = None
+        self.odd_chunks = 0  # provider chunks that split a sample (repaired)
 
     def _configure(self) -> None:
         source, codec = self._source, self._codec
@@ -182,6 +184,13 @@ class OutboundAudioTrack(MediaStreamTrack):
         elif self._source.is_g711:
             samples = g711.decode(data, self._source.encoding)
         else:
+            if self._carry or len(data) % 2:
+                # A chunk that ends inside a sample: keep the odd byte for the next one.
+                self.odd_chunks += len(data) % 2
+                data = self._carry + data
+                data, self._carry = data[: len(data) // 2 * 2], data[len(data) // 2 * 2 :]
+                if not data:
+                    return
             samples = np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)
         now = asyncio.get_running_loop().time()
         if self._arrived_at is None and not self.playout.buffered_ms:
@@ -199,6 +208,7 @@ class OutboundAudioTrack(MediaStreamTrack):
         cut (the reply had already finished playing, or nothing was playing).
         """
         cut = self.playout.flush()
+        self._carry = b""
         if cut is not None:
             self.last_flush_at = asyncio.get_running_loop().time()
         return cut

@@ -79,7 +79,7 @@ class GeminiConnection:
                 await self._message(self._parse(raw))
         except Refusal as refusal:
             await self.ws.close(refusal.code, refusal.reason)
-        except (ValueError, TypeError, AttributeError):
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError):
             await self.ws.close(1007, "Invalid JSON payload received.")
         except ConnectionClosed:
             pass

@@ -120,33 +120,38 @@ class Connection:
     async def handle(self, raw: str | bytes) -> None:
         try:
             message = json.loads(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             self.rec.wire.append(("in", raw))
-            await self.error("invalid_event", f"Invalid JSON in event: {exc}", None, None)
+            await self.error("invalid_event", f"Invalid JSON in event: {exc}"[:200], None, None)
             return
         self.rec.wire.append(("in", message))
         if not isinstance(message, dict):
             await self.error("invalid_event", "Events must be JSON objects.", None, None)
             return
-        event_id = message.get("event_id")
+        event_id = message.get("event_id") if isinstance(message.get("event_id"), str) else None
         kind = message.get("type")
         if kind != "input_audio_buffer.append":
             self.rec.received.append(message)
         try:
             if kind is None:
                 raise EmulatorError("invalid_event", "The 'type' field is missing.")
-            if kind not in CLIENT_EVENTS:
+            if not isinstance(kind, str) or kind not in CLIENT_EVENTS:
                 supported = ", ".join(f"'{k}'" for k in CLIENT_EVENTS)
                 raise EmulatorError(
                     "invalid_value",
-                    f"Invalid value: '{kind}'. Supported values are: {supported}.",
+                    f"Invalid value: {str(kind)[:64]!r}. Supported values are: {supported}.",
                     "type",
                 )
-            handler = getattr(self, "on_" + str(kind).replace(".", "_"), None)
+            handler = getattr(self, "on_" + kind.replace(".", "_"), None)
             if handler is not None:
                 await handler(message)
         except EmulatorError as exc:
             await self.error(exc.code, exc.message, exc.param, event_id)
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError):
+            # A field of the wrong type somewhere: the server answers, the session goes on.
+            await self.error(
+                "invalid_type", "Invalid type for a field of the event.", None, event_id
+            )
 
     async def on_session_update(self, m: dict[str, Any]) -> None:
         self.rec.session = merged_session(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 # websockets logs request headers (API keys) at DEBUG: use a logger that never does.
@@ -22,6 +24,24 @@ class EmulatorServer:
         self.host, self.port = host, port
         self._fired: set[str] = set()
         self._server: Server | None = None
+        self._live: list[ServerConnection] = []
+
+    async def inject(self, frame: str | bytes) -> int:
+        """Send ``frame`` as it is to every open connection (a fault a test scripts: whatever
+        a broken or hostile provider might send); returns how many got it."""
+        sent = 0
+        for ws in list(self._live):
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(frame)
+                sent += 1
+        return sent
+
+    async def _serve(self, ws: ServerConnection) -> None:
+        self._live.append(ws)
+        try:
+            await self._handle(ws)
+        finally:
+            self._live.remove(ws)
 
     def take_fault(self, name: str) -> Any:
         """The fault's value (a delay, a flag) the first time it is asked for, None afterwards."""
@@ -39,7 +59,7 @@ class EmulatorServer:
 
     async def start(self, **serve_options: Any) -> None:
         self._server = await serve(
-            self._handle,
+            self._serve,
             self.host,
             self.port,
             process_request=self._check_request,

@@ -225,7 +225,7 @@ class GeminiLiveProtocol:
         """Translate one message (JSON, usually in a binary frame); every field present."""
         try:
             message = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             self.unknown_events["<invalid json>"] += 1
             return []
         if not isinstance(message, dict):
@@ -235,9 +235,14 @@ class GeminiLiveProtocol:
         for key in ORDER:
             value = message.get(key)
             if isinstance(value, dict):
-                out.extend(_HANDLERS[key](self, value))
+                try:
+                    out.extend(_HANDLERS[key](self, value))
+                except Exception:  # a field of an unexpected type: counted, never fatal
+                    self.unknown_events[f"<malformed {key}>"] += 1
+            elif value is not None:
+                self.unknown_events[f"<malformed {key}>"] += 1
         for key in message.keys() - set(ORDER) - IGNORED:
-            self.unknown_events[key] += 1
+            self.unknown_events[str(key)[:64]] += 1
         return out
 
     def _setup_complete(self, m: dict[str, Any]) -> list[ev.Event]:

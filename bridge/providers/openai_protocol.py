@@ -304,19 +304,24 @@ class OpenAIRealtimeProtocol:
         """Translate one server message; unknown or malformed ones are counted, never fatal."""
         try:
             message = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.unknown_events["<invalid json>"] += 1
             return []
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             self.unknown_events["<no type>"] += 1
             return []
-        kind = message["type"]
+        kind = message["type"][:64]
         handler = _HANDLERS.get(kind)
-        if handler is not None:
+        if handler is None:
+            if kind not in IGNORED:
+                self.unknown_events[kind] += 1
+            return []
+        try:
             return handler(self, message)
-        if kind not in IGNORED:
-            self.unknown_events[kind] += 1
-        return []
+        except Exception:  # a field of an unexpected type: counted, never fatal
+            self.unknown_events[f"<malformed {kind}>"] += 1
+            log.debug("openai: malformed %s", kind, exc_info=True)
+            return []
 
     def _session_updated(self, m: dict[str, Any]) -> list[ev.Event]:
         self.conn.configured = True
@@ -409,9 +414,9 @@ class OpenAIRealtimeProtocol:
     def _error(self, m: dict[str, Any]) -> list[ev.Event]:
         error = m.get("error") if isinstance(m.get("error"), dict) else {}
         assert isinstance(error, dict)
-        code = str(error.get("code") or error.get("type") or "provider_error")
-        message = str(error.get("message") or "the provider reported an error")
-        event_id = error.get("event_id")
+        code = str(error.get("code") or error.get("type") or "provider_error")[:64]
+        message = str(error.get("message") or "the provider reported an error")[:2000]
+        event_id = error.get("event_id") if isinstance(error.get("event_id"), str) else None
         if code == "session_expired":
             self.conn.expired = True
             return []

@@ -79,6 +79,7 @@ class SocketProvider(ABC):
         self.reconnects = 0
         self.renewals = 0
         self.dropped_audio_chunks = 0
+        self.malformed_messages = 0
 
     # -- what a provider must say --------------------------------------------------------------
 
@@ -154,6 +155,7 @@ class SocketProvider(ABC):
             "reconnects": self.reconnects,
             "renewals": self.renewals,
             "dropped_audio_chunks": self.dropped_audio_chunks,
+            "malformed_messages": self.malformed_messages,
         }
 
     def _send(self, *messages: dict[str, Any]) -> None:
@@ -203,7 +205,7 @@ class SocketProvider(ABC):
         if ws is not None:
             with contextlib.suppress(ConnectionClosed):
                 while True:  # messages that arrived before the close are still readable
-                    for event in self._receive(await ws.recv()):
+                    for event in self._translate(await ws.recv()):
                         if isinstance(event, ev.Error) and event.fatal:
                             return ProviderError(event.message, code=event.code, fatal=True)
                         self._events.put_nowait(event)
@@ -260,7 +262,7 @@ class SocketProvider(ABC):
                 finally:
                     self._recv_timeout = None
                 if raw is not None:
-                    for event in self._receive(raw):
+                    for event in self._translate(raw):
                         self._events.put_nowait(event)
                 verdict = self._verdict(cap_at is not None and loop.time() >= cap_at)
                 if verdict is not None:
@@ -271,6 +273,15 @@ class SocketProvider(ABC):
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await writer
+
+    def _translate(self, raw: str | bytes) -> list[ev.Event]:
+        """:meth:`_receive`, isolated: one message it cannot handle is counted and skipped."""
+        try:
+            return self._receive(raw)
+        except Exception:
+            self.malformed_messages += 1
+            log.warning("%s: a message could not be handled", self.name, exc_info=True)
+            return []
 
     def _closed_outcome(self, exc: ConnectionClosed) -> Outcome:
         if self._closed:
