@@ -27,8 +27,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from bridge.audio.jitter import ImmediateJitterBuffer
-from bridge.ice import restrict_host_addresses
+from bridge.transports.webrtc.ice import restrict_host_addresses
+from bridge.transports.webrtc.jitter import ImmediateJitterBuffer
 
 RATE = 48000
 FRAME = 960

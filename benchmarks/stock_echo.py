@@ -14,8 +14,8 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 
-from bridge.ice import restrict_host_addresses
-from bridge.metrics import _rss_bytes
+from bridge.core.metrics import _rss_bytes
+from bridge.transports.webrtc.ice import restrict_host_addresses
 
 PEERS = web.AppKey("peers", set)
 RELAY = web.AppKey("relay", MediaRelay)

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .config import Settings, env_name, parse_value, public_fields
-from .errors import ConfigError
+from bridge.core.errors import ConfigError
+from bridge.server.config import Settings, env_name, parse_value, public_fields
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(settings: Settings) -> int:
-    from .server import serve
+    from bridge.server.workers import serve
 
     def announce(workers: int) -> None:
         print(
@@ -106,8 +106,8 @@ def _serve(settings: Settings) -> int:
 def _emulate(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .emulators.gemini import GeminiEmulator, GeminiEmulatorOptions
-    from .emulators.openai import OpenAIEmulator, OpenAIEmulatorOptions
+    from bridge.emulators.gemini import GeminiEmulator, GeminiEmulatorOptions
+    from bridge.emulators.openai import OpenAIEmulator, OpenAIEmulatorOptions
 
     common = {
         "reply": args.reply,

@@ -11,10 +11,9 @@ from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, settings
 
 from bridge import Settings, create_app
-from bridge.keys import REGISTRY
-from bridge.registry import SessionRegistry
-
-from .sdk_types import (
+from bridge.server.keys import REGISTRY
+from bridge.server.registry import SessionRegistry
+from tests.sdk_types import (
     check_gemini_client_message,
     check_gemini_server_message,
     check_openai_client_event,

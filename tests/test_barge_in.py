@@ -6,8 +6,8 @@ import asyncio
 
 import numpy as np
 
-from .conftest import Bridge
-from .peer import ClientPeer, dominant_frequency, rms
+from tests.conftest import Bridge
+from tests.peer import ClientPeer, dominant_frequency, rms
 
 
 async def test_talking_over_the_reply_stops_it(bridge: Bridge) -> None:

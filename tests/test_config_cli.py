@@ -12,8 +12,8 @@ import sys
 import aiohttp
 import pytest
 
-from bridge.config import Settings
-from bridge.errors import ConfigError
+from bridge.core.errors import ConfigError
+from bridge.server.config import Settings
 
 
 def test_environment_and_defaults() -> None:
@@ -101,7 +101,7 @@ async def test_serve_runs_the_service_and_stops_cleanly() -> None:
 def test_readme_documents_every_setting() -> None:
     from pathlib import Path
 
-    from bridge.config import env_name, public_fields
+    from bridge.server.config import env_name, public_fields
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     missing = [env_name(f.name) for f in public_fields() if f"`{env_name(f.name)}`" not in readme]

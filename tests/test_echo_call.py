@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from .conftest import Bridge
-from .peer import ClientPeer, dominant_frequency, rms
+from tests.conftest import Bridge
+from tests.peer import ClientPeer, dominant_frequency, rms
 
 TURN_EVENTS = ["speechStarted", "speechStopped", "turnComplete", "usage"]
 

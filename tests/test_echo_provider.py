@@ -6,13 +6,12 @@ import asyncio
 
 import numpy as np
 
-from bridge import events as ev
 from bridge.audio.vad import EnergyVad, VadEvent, level_dbfs
-from bridge.config import Settings
+from bridge.core import events as ev
+from bridge.core.session_config import SessionConfig
 from bridge.providers.echo import EchoProvider
-from bridge.session_config import SessionConfig
-
-from .peer import tone
+from bridge.server.config import Settings
+from tests.peer import tone
 
 CHUNK = 480  # 20 ms at 24 kHz
 

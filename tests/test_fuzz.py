@@ -21,13 +21,12 @@ import websockets
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from bridge import events as ev
-from bridge.datachannel import encode
+from bridge.core import events as ev
+from bridge.core.session_config import SessionConfig
 from bridge.providers.gemini_protocol import GeminiLiveProtocol
 from bridge.providers.openai_protocol import OpenAIRealtimeProtocol
-from bridge.session_config import SessionConfig
-
-from .peer import ClientPeer, connected
+from bridge.transports.webrtc.datachannel import encode
+from tests.peer import ClientPeer, connected
 
 JSON = st.recursive(
     st.none()

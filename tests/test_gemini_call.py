@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from .peer import ClientPeer, connected, dominant_frequency, rms
-from .test_openai_call import wait_heard
-from .test_resample import snr_vs_ideal_tone
-from .test_session_lifecycle import assert_ended_by_provider, wait_until
+from tests.peer import ClientPeer, connected, dominant_frequency, rms
+from tests.test_openai_call import wait_heard
+from tests.test_resample import snr_vs_ideal_tone
+from tests.test_session_lifecycle import assert_ended_by_provider, wait_until
 
 SESSION = {
     "instructions": "Be brief.",

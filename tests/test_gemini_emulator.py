@@ -15,9 +15,8 @@ import pytest
 import websockets
 
 from bridge.emulators.gemini import GeminiEmulator, GeminiEmulatorOptions
-
-from .conftest import judge_gemini
-from .peer import tone
+from tests.conftest import judge_gemini
+from tests.peer import tone
 
 
 @pytest.fixture

@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 
-from bridge import events as ev
+from bridge.core import events as ev
+from bridge.core.session_config import SessionConfig
 from bridge.providers.gemini_protocol import GeminiLiveProtocol
-from bridge.session_config import SessionConfig
-
-from .sdk_types import SchemaError, check_gemini_client_message, check_gemini_server_message
+from tests.sdk_types import SchemaError, check_gemini_client_message, check_gemini_server_message
 
 AUDIO = base64.b64encode(b"\x01\x00" * 960).decode()  # 40 ms at 24 kHz
 NATIVE_2_5 = "gemini-2.5-flash-native-audio-preview-12-2025"

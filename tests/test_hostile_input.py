@@ -13,11 +13,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge.cluster import Cluster
-from bridge.sdp import check_offer
-
-from .conftest import make_settings
-from .peer import ClientPeer, connected
+from bridge.server.cluster import Cluster
+from bridge.transports.webrtc.sdp import check_offer
+from tests.conftest import make_settings
+from tests.peer import ClientPeer, connected
 
 
 async def alive(client: ClientPeer, word: str = "ping") -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiortc import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 
-from bridge.audio.jitter import ImmediateJitterBuffer, install
+from bridge.transports.webrtc.jitter import ImmediateJitterBuffer, install
 
 
 def packet(seq: int, ts: int) -> RtpPacket:

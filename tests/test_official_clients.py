@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import trustme
 
-from .peer import dominant_frequency, tone
-from .sdk_types import check_openai_server_event
+from tests.peer import dominant_frequency, tone
+from tests.sdk_types import check_openai_server_event
 
 
 async def openai_events_until(conn: Any, kind: str, seen: list[Any]) -> Any:
@@ -97,7 +97,7 @@ async def gemini_over_tls() -> AsyncIterator[tuple[Any, ssl.SSLContext]]:
     await emulator.start()
     yield emulator, client
     await emulator.stop()
-    from .conftest import judge_gemini
+    from tests.conftest import judge_gemini
 
     judge_gemini(emulator, clients=True)  # what google-genai itself sent, too
 

@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 
 from bridge.audio import g711
-
-from .peer import ClientPeer, dominant_frequency, rms
+from tests.peer import ClientPeer, dominant_frequency, rms
 
 SESSION = {
     "instructions": "Answer in one sentence.",

@@ -11,7 +11,7 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from .peer import tone
+from tests.peer import tone
 
 KEY = {"Authorization": "Bearer sk-anything"}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .peer import ClientPeer, connected
-from .test_session_lifecycle import assert_ended_by_provider, wait_until
+from tests.peer import ClientPeer, connected
+from tests.test_session_lifecycle import assert_ended_by_provider, wait_until
 
 
 async def talk(client: ClientPeer, seconds: float = 0.8) -> None:

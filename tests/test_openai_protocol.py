@@ -8,13 +8,12 @@ from typing import Any
 
 import pytest
 
-from bridge import events as ev
 from bridge.audio.format import PCMU_8K
 from bridge.audio.playout import Playback
+from bridge.core import events as ev
+from bridge.core.session_config import SessionConfig
 from bridge.providers.openai_protocol import OpenAIRealtimeProtocol
-from bridge.session_config import SessionConfig
-
-from .sdk_types import check_openai_client_event
+from tests.sdk_types import check_openai_client_event
 
 B64_100MS = base64.b64encode(b"\x01\x00" * 2400).decode()  # 100 ms of PCM16 at 24 kHz
 

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from bridge.audio.outbound import OPUS, PCMU, OutboundAudioTrack
-
-from .peer import dominant_frequency, rms, tone
+from bridge.transports.webrtc.outbound import OPUS, PCMU, OutboundAudioTrack
+from tests.peer import dominant_frequency, rms, tone
 
 
 def decode(packets: list[av.Packet], codec: str, rate: int) -> np.ndarray:

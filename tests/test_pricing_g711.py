@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bridge.audio import g711
-from bridge.pricing import (
+from bridge.core.pricing import (
     PER_MINUTE,
     PRICES_VERSION,
     ModalityPrices,

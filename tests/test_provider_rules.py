@@ -13,11 +13,10 @@ from typing import Any
 import pytest
 import websockets
 
+from bridge.core.redact import REDACTED, redact
 from bridge.providers.models import gemini_model, openai_lifecycle
-from bridge.redact import REDACTED, redact
-
-from .conftest import OPENAI_TEST_KEY
-from .peer import ClientPeer, connected
+from tests.conftest import OPENAI_TEST_KEY
+from tests.peer import ClientPeer, connected
 
 KEY = {"Authorization": "Bearer sk-anything"}
 

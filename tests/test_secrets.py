@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from .conftest import OPENAI_TEST_KEY
-from .peer import ClientPeer
+from tests.conftest import OPENAI_TEST_KEY
+from tests.peer import ClientPeer
 
 
 async def test_the_api_key_is_never_logged_or_shown(

@@ -9,13 +9,12 @@ from typing import Any
 
 from aiortc import RTCPeerConnection
 
+from bridge.core.session_config import SessionConfig
 from bridge.providers.echo import EchoProvider
-from bridge.registry import SessionRegistry
-from bridge.session import CallSession
-from bridge.session_config import SessionConfig
-
-from .conftest import Bridge, make_settings
-from .peer import ClientPeer
+from bridge.server.registry import SessionRegistry
+from bridge.transports.webrtc.peer import CallSession
+from tests.conftest import Bridge, make_settings
+from tests.peer import ClientPeer
 
 
 async def wait_until(predicate: Any, timeout: float = 5.0) -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from aiortc import RTCSessionDescription
 
-from .conftest import Bridge
-from .peer import ClientPeer
+from tests.conftest import Bridge
+from tests.peer import ClientPeer
 
 
 def without_lines(sdp: str, *prefixes: str) -> str:

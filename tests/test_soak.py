@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from aiortc import RTCSessionDescription
 
-from .peer import ClientPeer
+from tests.peer import ClientPeer
 
 BRIDGE = Path(sys.executable).parent / "bridge"
 CYCLES = 200

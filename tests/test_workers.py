@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from .peer import ClientPeer
+from tests.peer import ClientPeer
 
 
 def free_port() -> int:

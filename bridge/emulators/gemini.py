@@ -31,8 +31,8 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from .gemini_connection import GeminiConnection
-from .server import EmulatorServer
+from bridge.emulators.gemini_connection import GeminiConnection
+from bridge.emulators.server import EmulatorServer
 
 __all__ = ["GeminiEmulator", "GeminiEmulatorOptions", "GeminiSessionRecord"]
 

@@ -16,9 +16,9 @@ import numpy as np
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from ..audio.resample import Resampler
-from ..audio.vad import EnergyVad, VadEvent
-from .gemini_rules import (
+from bridge.audio.resample import Resampler
+from bridge.audio.vad import EnergyVad, VadEvent
+from bridge.emulators.gemini_rules import (
     MESSAGES,
     SETUP,
     ModelRules,
@@ -33,7 +33,7 @@ from .gemini_rules import (
 )
 
 if TYPE_CHECKING:
-    from .gemini import GeminiEmulator, GeminiSessionRecord
+    from bridge.emulators.gemini import GeminiEmulator, GeminiSessionRecord
 
 OUTPUT_RATE = 24000
 TOKENS_PER_SECOND = 25  # audio, both ways (protocols-2026.md §C.7)

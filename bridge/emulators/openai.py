@@ -24,13 +24,13 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from .openai_connection import Connection
-from .openai_session import (
+from bridge.emulators.openai_connection import Connection
+from bridge.emulators.openai_session import (
     EmulatedSession,
     OpenAIEmulatorOptions,
     default_session,
 )
-from .server import EmulatorServer
+from bridge.emulators.server import EmulatorServer
 
 __all__ = ["EmulatedSession", "OpenAIEmulator", "OpenAIEmulatorOptions"]
 

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import ServerConnection
 
-from ..audio import g711
-from ..audio.vad import EnergyVad, VadEvent
-from .openai_reply import stream_response
-from .openai_session import EmulatedSession, EmulatorError, merged_session, new_id
+from bridge.audio import g711
+from bridge.audio.vad import EnergyVad, VadEvent
+from bridge.emulators.openai_reply import stream_response
+from bridge.emulators.openai_session import EmulatedSession, EmulatorError, merged_session, new_id
 
 if TYPE_CHECKING:
-    from .openai import OpenAIEmulator
+    from bridge.emulators.openai import OpenAIEmulator
 
 CLIENT_EVENTS = (
     "session.update",

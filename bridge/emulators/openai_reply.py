@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..audio import g711
-from ..audio.resample import Resampler
-from .openai_session import new_id
+from bridge.audio import g711
+from bridge.audio.resample import Resampler
+from bridge.emulators.openai_session import new_id
 
 if TYPE_CHECKING:
-    from .openai_connection import Connection
+    from bridge.emulators.openai_connection import Connection
 
 
 def reply_audio(conn: Connection, user_audio: bytes | None) -> bytes:

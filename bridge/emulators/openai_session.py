@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..audio.format import AudioFormat
+from bridge.audio.format import AudioFormat
 
 SESSION_KEYS = {
     "type",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ..config import Settings
-from ..errors import BadRequest
-from ..session_config import SessionConfig
-from . import echo, gemini, openai
-from .base import Provider, ProviderSpec
-from .models import gemini_models, openai_models
+from bridge.core.errors import BadRequest
+from bridge.core.session_config import SessionConfig
+from bridge.providers import echo, gemini, openai
+from bridge.providers.base import Provider, ProviderSpec
+from bridge.providers.models import gemini_models, openai_models
+from bridge.server.config import Settings
 
 __all__ = ["PROVIDERS", "Provider", "ProviderSpec", "create_provider"]
 

@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..audio.format import AudioFormat
-from ..audio.playout import Playback, PlayoutPolicy
-from ..config import Settings
-from ..events import Event
-from ..session_config import SessionConfig
+from bridge.audio.format import AudioFormat
+from bridge.audio.playout import Playback, PlayoutPolicy
+from bridge.core.events import Event
+from bridge.core.session_config import SessionConfig
+from bridge.server.config import Settings
 
 
 class Provider(Protocol):

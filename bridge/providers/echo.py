@@ -15,12 +15,12 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .. import events as ev
-from ..audio.format import PCM16_24K, AudioFormat
-from ..audio.playout import Playback, PlayoutPolicy
-from ..audio.vad import EnergyVad, VadEvent
-from ..config import Settings
-from ..session_config import SessionConfig
+from bridge.audio.format import PCM16_24K, AudioFormat
+from bridge.audio.playout import Playback, PlayoutPolicy
+from bridge.audio.vad import EnergyVad, VadEvent
+from bridge.core import events as ev
+from bridge.core.session_config import SessionConfig
+from bridge.server.config import Settings
 
 RATE = 24000
 CHUNK_BYTES = RATE * 2 * 20 // 1000  # 20 ms of PCM16

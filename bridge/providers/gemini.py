@@ -30,15 +30,15 @@ from urllib.parse import quote
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from .. import events as ev
-from ..audio.format import PCM16_16K, PCM16_24K, AudioFormat
-from ..audio.playout import Playback, PlayoutPolicy
-from ..config import Settings
-from ..errors import ProviderError
-from ..session_config import SessionConfig
-from .gemini_protocol import GeminiLiveProtocol
-from .models import check_lifecycle, gemini_model
-from .socket_loop import OPEN_TIMEOUT_S, Outcome, SocketProvider
+from bridge.audio.format import PCM16_16K, PCM16_24K, AudioFormat
+from bridge.audio.playout import Playback, PlayoutPolicy
+from bridge.core import events as ev
+from bridge.core.errors import ProviderError
+from bridge.core.session_config import SessionConfig
+from bridge.providers.connection import OPEN_TIMEOUT_S, Outcome, SocketProvider
+from bridge.providers.gemini_protocol import GeminiLiveProtocol
+from bridge.providers.models import check_lifecycle, gemini_model
+from bridge.server.config import Settings
 
 log = logging.getLogger(__name__)
 

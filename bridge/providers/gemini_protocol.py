@@ -35,10 +35,10 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .. import events as ev
-from ..pricing import gemini_cost
-from ..session_config import SessionConfig
-from .models import gemini_model
+from bridge.core import events as ev
+from bridge.core.pricing import gemini_cost
+from bridge.core.session_config import SessionConfig
+from bridge.providers.models import gemini_model
 
 INPUT_MIME = "audio/pcm;rate=16000"
 INPUT_BYTES_PER_MS = 32  # PCM16 mono at 16 kHz

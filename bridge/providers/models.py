@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from ..errors import BadRequest
+from bridge.core.errors import BadRequest
 
 log = logging.getLogger(__name__)
 

@@ -22,15 +22,15 @@ from urllib.parse import quote
 
 from websockets.asyncio.client import ClientConnection
 
-from .. import events as ev
-from ..audio.format import PCM16_24K, PCMA_8K, PCMU_8K, AudioFormat
-from ..audio.playout import Playback, PlayoutPolicy
-from ..config import Settings
-from ..errors import ProviderError
-from ..session_config import SessionConfig
-from .models import OPENAI_TRANSCRIPTION_MODELS, check_lifecycle, openai_lifecycle
-from .openai_protocol import OpenAIRealtimeProtocol
-from .socket_loop import Outcome, SocketProvider
+from bridge.audio.format import PCM16_24K, PCMA_8K, PCMU_8K, AudioFormat
+from bridge.audio.playout import Playback, PlayoutPolicy
+from bridge.core import events as ev
+from bridge.core.errors import ProviderError
+from bridge.core.session_config import SessionConfig
+from bridge.providers.connection import Outcome, SocketProvider
+from bridge.providers.models import OPENAI_TRANSCRIPTION_MODELS, check_lifecycle, openai_lifecycle
+from bridge.providers.openai_protocol import OpenAIRealtimeProtocol
+from bridge.server.config import Settings
 
 DEFAULT_MODEL = "gpt-realtime-2.1"
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")

@@ -33,12 +33,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .. import events as ev
-from ..audio.format import PCM16_24K, AudioFormat
-from ..audio.playout import Playback
-from ..pricing import openai_cost
-from ..redact import redact
-from ..session_config import SessionConfig
+from bridge.audio.format import PCM16_24K, AudioFormat
+from bridge.audio.playout import Playback
+from bridge.core import events as ev
+from bridge.core.pricing import openai_cost
+from bridge.core.redact import redact
+from bridge.core.session_config import SessionConfig
 
 log = logging.getLogger(__name__)
 

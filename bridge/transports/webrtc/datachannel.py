@@ -20,7 +20,7 @@ from typing import Any
 
 from aiortc.rtcsctptransport import RTCSctpTransport
 
-from .errors import BadRequest
+from bridge.core.errors import BadRequest
 
 log = logging.getLogger(__name__)
 

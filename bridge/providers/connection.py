@@ -32,11 +32,11 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from .. import events as ev
-from ..audio.playout import PlayoutPolicy
-from ..config import Settings
-from ..errors import ProviderError
-from ..redact import redact
+from bridge.audio.playout import PlayoutPolicy
+from bridge.core import events as ev
+from bridge.core.errors import ProviderError
+from bridge.core.redact import redact
+from bridge.server.config import Settings
 
 log = logging.getLogger(__name__)
 # websockets logs handshake headers (API keys) at DEBUG: give it a logger that never does.

@@ -27,21 +27,21 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
 from av import AudioFrame
 
-from . import datachannel, dtls
-from . import events as ev
-from .audio import g711, jitter
-from .audio.format import PCM16_24K
-from .audio.inbound import InboundAudio
-from .audio.outbound import OPUS, PCMA, PCMU, OutboundAudioTrack
-from .audio.resample import Resampler, split
-from .config import Settings
-from .errors import BadRequest, BridgeError
-from .ice import rtc_configuration
-from .metrics import Metrics
-from .providers import Provider
-from .redact import redact
-from .sdp import answer_codec, check_offer, payload_types
-from .session_config import SessionConfig
+from bridge.audio import g711
+from bridge.audio.format import PCM16_24K
+from bridge.audio.resample import Resampler, split
+from bridge.core import events as ev
+from bridge.core.errors import BadRequest, BridgeError
+from bridge.core.metrics import Metrics
+from bridge.core.redact import redact
+from bridge.core.session_config import SessionConfig
+from bridge.providers import Provider
+from bridge.server.config import Settings
+from bridge.transports.webrtc import datachannel, dtls, jitter
+from bridge.transports.webrtc.ice import rtc_configuration
+from bridge.transports.webrtc.inbound import InboundAudio
+from bridge.transports.webrtc.outbound import OPUS, PCMA, PCMU, OutboundAudioTrack
+from bridge.transports.webrtc.sdp import answer_codec, check_offer, payload_types
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import logging
 import time
 from collections.abc import Iterator
 
-from .errors import BadRequest
-from .session import CallSession
+from bridge.core.errors import BadRequest
+from bridge.transports.webrtc.peer import CallSession
 
 log = logging.getLogger(__name__)
 GC_DELAY_S = 2.0  # collect this long after a call ended (more ending meanwhile join in)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
+from bridge.core.errors import ConfigError
 
 PROVIDER_NAMES = ("echo", "openai", "gemini")
 LOG_LEVELS = ("debug", "info", "warning", "error")

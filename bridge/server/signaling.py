@@ -15,15 +15,15 @@ from typing import Any
 
 from aiohttp import web
 
-from .errors import BadRequest
-from .keys import CLUSTER, METRICS, REGISTRY, SETTINGS
-from .providers import PROVIDERS, create_provider
-from .sdp import check_offer
-from .session import CallSession
-from .session_config import SessionConfig
+from bridge.core.errors import BadRequest
+from bridge.core.session_config import SessionConfig
+from bridge.providers import PROVIDERS, create_provider
+from bridge.server.keys import CLUSTER, METRICS, REGISTRY, SETTINGS
+from bridge.transports.webrtc.peer import CallSession
+from bridge.transports.webrtc.sdp import check_offer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-STATIC_DEFAULT = Path(__file__).resolve().parent.parent / "static"
+STATIC_DEFAULT = Path(__file__).resolve().parents[2] / "static"
 WHIP_CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, DELETE, OPTIONS",

@@ -24,9 +24,9 @@ import numpy as np
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtp import RtpPacket
 
-from . import g711
-from .format import AudioFormat
-from .resample import Resampler, split
+from bridge.audio import g711
+from bridge.audio.format import AudioFormat
+from bridge.audio.resample import Resampler, split
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from typing import Any
 
 from aiohttp import web
 
-from .app import create_app
-from .cluster import Cluster
-from .config import Settings
-from .registry import freeze_startup_objects
+from bridge.server.app import create_app
+from bridge.server.cluster import Cluster
+from bridge.server.config import Settings
+from bridge.server.registry import freeze_startup_objects
 
 PR_SET_PDEATHSIG = 1
 

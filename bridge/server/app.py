@@ -7,16 +7,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from . import datachannel, dtls, signaling
-from .cluster import Cluster
-from .config import Settings
-from .errors import BridgeError
-from .ice import restrict_host_addresses
-from .keys import CLUSTER, METRICS, REGISTRY, SETTINGS
-from .metrics import Metrics
-from .providers import PROVIDERS
-from .redact import redact
-from .registry import SessionRegistry
+from bridge.core.errors import BridgeError
+from bridge.core.metrics import Metrics
+from bridge.core.redact import redact
+from bridge.providers import PROVIDERS
+from bridge.server import signaling
+from bridge.server.cluster import Cluster
+from bridge.server.config import Settings
+from bridge.server.keys import CLUSTER, METRICS, REGISTRY, SETTINGS
+from bridge.server.registry import SessionRegistry
+from bridge.transports.webrtc import datachannel, dtls
+from bridge.transports.webrtc.ice import restrict_host_addresses
 
 log = logging.getLogger(__name__)
 

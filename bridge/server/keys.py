@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .cluster import Cluster
-from .config import Settings
-from .metrics import Metrics
-from .registry import SessionRegistry
+from bridge.core.metrics import Metrics
+from bridge.server.cluster import Cluster
+from bridge.server.config import Settings
+from bridge.server.registry import SessionRegistry
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", SessionRegistry)

@@ -29,13 +29,13 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.audio.codeccontext import AudioCodecContext
 
-from . import g711
-from .format import PCM16_24K, AudioFormat
-from .playout import FRAME_MS, Playback, PlayoutBuffer, PlayoutPolicy
+from bridge.audio import g711
+from bridge.audio.format import PCM16_24K, AudioFormat
+from bridge.audio.playout import FRAME_MS, Playback, PlayoutBuffer, PlayoutPolicy
 
 if TYPE_CHECKING:
-    from ..metrics import Metrics
-from .resample import PCM16, Resampler, pcm_frame
+    from bridge.core.metrics import Metrics
+from bridge.audio.resample import PCM16, Resampler, pcm_frame
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .audio.outbound import CODECS, OutboundCodec
-from .errors import BadRequest
+from bridge.core.errors import BadRequest
+from bridge.transports.webrtc.outbound import CODECS, OutboundCodec
 
 _LINE = re.compile(r"^[a-z]=.*$")
 # What aiortc can verify a peer's certificate against (RFC 8122 form: hex pairs).

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import BadRequest
+from bridge.core.errors import BadRequest
 
 MODALITIES = ("audio", "text")
 TURN_DETECTION_TYPES = ("server_vad", "semantic_vad", "none")
