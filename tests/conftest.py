@@ -6,19 +6,17 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, settings
 
-from bridge import Settings, create_app
-from bridge.server.keys import REGISTRY
-from bridge.server.registry import SessionRegistry
-from tests.sdk_types import (
-    check_gemini_client_message,
-    check_gemini_server_message,
-    check_openai_client_event,
-    check_openai_server_event,
-    check_wire,
+from bridge import create_app
+from tests.support import (
+    GEMINI_TEST_KEY,
+    OPENAI_TEST_KEY,
+    Bridge,
+    judge_gemini,
+    judge_openai,
+    make_settings,
 )
 
 # Property-based tests: a few hundred examples per path in ./test (the same ones every run, so a
@@ -30,34 +28,6 @@ _FUZZ = {
 settings.register_profile("ci", max_examples=200, derandomize=True, **_FUZZ)
 settings.register_profile("long", max_examples=3000, print_blob=True, **_FUZZ)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))  # --hypothesis-profile wins
-
-# Every peer in the tests, bridge and clients alike, uses loopback only.
-LOOPBACK = ("127.0.0.1",)
-
-
-def make_settings(**overrides: Any) -> Settings:
-    return Settings(ice_addresses=LOOPBACK, **overrides)
-
-
-class Bridge:
-    """A bridge app served on a real 127.0.0.1 socket, plus an HTTP client for it."""
-
-    def __init__(self, server: TestServer, http: aiohttp.ClientSession) -> None:
-        self.server = server
-        self.http = http
-        self.url = str(server.make_url("")).rstrip("/")
-
-    @property
-    def app(self) -> web.Application:
-        return self.server.app  # type: ignore[return-value]
-
-    @property
-    def registry(self) -> SessionRegistry:
-        return self.app[REGISTRY]
-
-    async def sessions(self) -> list[dict[str, Any]]:
-        async with self.http.get(f"{self.url}/sessions") as r:
-            return (await r.json())["sessions"]  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -82,27 +52,6 @@ async def bridge(start_bridge: Callable[..., Any]) -> Bridge:
     return await start_bridge()  # type: ignore[no-any-return]
 
 
-def judge_openai(emulator: Any, clients: bool) -> None:
-    """Every message the emulator sent (and, when the bridge was its client, every message it
-    received) must be what the official ``openai`` SDK declares."""
-    for session in emulator.sessions:
-        check_wire(
-            session.wire,
-            check_openai_server_event,
-            check_openai_client_event if clients else None,
-        )
-
-
-def judge_gemini(emulator: Any, clients: bool) -> None:
-    """The same with google-genai's types and Developer-API converters."""
-    for session in emulator.sessions:
-        check_wire(
-            session.wire,
-            check_gemini_server_message,
-            check_gemini_client_message if clients else None,
-        )
-
-
 @pytest.fixture
 async def start_openai_emulator() -> AsyncIterator[Callable[..., Any]]:
     """Start OpenAI emulators; afterwards every server event they sent is judged by the SDK
@@ -124,9 +73,6 @@ async def start_openai_emulator() -> AsyncIterator[Callable[..., Any]]:
         judge_openai(emulator, clients=getattr(emulator, "bridge_is_client", False))
 
 
-OPENAI_TEST_KEY = "sk-test-0123456789abcdef"
-
-
 @pytest.fixture
 async def openai_bridge(
     start_bridge: Callable[..., Any], start_openai_emulator: Callable[..., Any]
@@ -145,9 +91,6 @@ async def openai_bridge(
         return bridge, emulator
 
     return start
-
-
-GEMINI_TEST_KEY = "AIza-test-0123456789"
 
 
 @pytest.fixture
@@ -174,3 +117,31 @@ async def gemini_bridge(start_bridge: Callable[..., Any]) -> AsyncIterator[Calla
         await emulator.stop()
     for emulator in started:
         judge_gemini(emulator, clients=True)
+
+
+@pytest.fixture
+def run_emulator_process() -> Any:
+    """Start ``bridge emulate <provider> [args]`` as its own process; returns its URL."""
+    import subprocess
+    import sys
+
+    started: list[subprocess.Popen[str]] = []
+
+    def start(provider: str, *args: str) -> str:
+        # `python -m bridge`: a `bridge` on PATH may be iproute2's.
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "emulate", provider, "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        started.append(process)
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert " on " in line, f"the emulator did not start: {line!r}"
+        return line.split(" on ", 1)[1].split(";", 1)[0].strip()
+
+    yield start
+    for process in started:
+        process.terminate()
+        process.wait(timeout=10)

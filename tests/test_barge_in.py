@@ -6,8 +6,8 @@ import asyncio
 
 import numpy as np
 
-from tests.conftest import Bridge
 from tests.peer import ClientPeer, dominant_frequency, rms
+from tests.support import Bridge
 
 
 async def test_talking_over_the_reply_stops_it(bridge: Bridge) -> None:
@@ -44,7 +44,7 @@ async def test_talking_over_the_reply_stops_it(bridge: Bridge) -> None:
 
         # On the bridge: no reply audio left the track after the flush.
         (session,) = list(bridge.registry)
-        track = session.track
+        track = session.transport.track
         assert track.last_flush_at is not None
         assert track.last_audio_sent_at is not None
         assert track.last_audio_sent_at <= track.last_flush_at + 0.001

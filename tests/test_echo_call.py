@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.conftest import Bridge
 from tests.peer import ClientPeer, dominant_frequency, rms
+from tests.support import Bridge
 
 TURN_EVENTS = ["speechStarted", "speechStopped", "turnComplete", "usage"]
 
@@ -93,17 +92,5 @@ async def test_stats_measure_the_audio_path(bridge: Bridge) -> None:
             assert r.status == 200
         async with bridge.http.get(f"{bridge.url}/stats") as r:
             assert (await r.json())["uplink_ms"]["count"] < 10
-    finally:
-        await client.close()
-
-
-async def test_the_aiortc_receive_path_still_works(start_bridge: Any) -> None:
-    """receive_jitter=aiortc: aiortc's own buffer, decoder thread and track, read by a pump."""
-    bridge = await start_bridge(receive_jitter="aiortc")
-    client = await one_turn(bridge, ("opus",))
-    try:
-        assert turn_order(client.event_types()) == TURN_EVENTS
-        reply = np.concatenate([s for _, s in client.heard.loud_frames()])
-        assert abs(dominant_frequency(reply, 48000) - 440) < 10
     finally:
         await client.close()

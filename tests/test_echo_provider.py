@@ -8,9 +8,9 @@ import numpy as np
 
 from bridge.audio.vad import EnergyVad, VadEvent, level_dbfs
 from bridge.core import events as ev
+from bridge.core.pricing import price
 from bridge.core.session_config import SessionConfig
-from bridge.providers.echo import EchoProvider
-from bridge.server.config import Settings
+from bridge.providers.echo import EchoOptions, EchoProvider
 from tests.peer import tone
 
 CHUNK = 480  # 20 ms at 24 kHz
@@ -35,7 +35,7 @@ def test_vad_needs_sustained_speech_and_silence() -> None:
 
 
 async def test_an_utterance_is_replayed_after_the_pause() -> None:
-    provider = EchoProvider(Settings(echo_silence_ms=300), "", SessionConfig())
+    provider = EchoProvider("", SessionConfig(), EchoOptions(silence_ms=300))
     await provider.connect()
     speech = tone(440, 1.0, 24000)
     for chunk in chunks(
@@ -52,14 +52,14 @@ async def test_an_utterance_is_replayed_after_the_pause() -> None:
     assert 1.0 <= replayed.size / 24000 <= 1.25
     assert np.count_nonzero(np.abs(replayed) > 1000) > 0.9 * np.count_nonzero(np.abs(speech) > 1000)
     usage = events[-1]
-    assert isinstance(usage, ev.Usage) and usage.cost_usd == 0.0
+    assert isinstance(usage, ev.Usage) and price("echo", "echo", usage.usage) == 0.0
     assert 1.0 <= usage.usage["input_audio_seconds"] <= 1.25
     transcripts = [e for e in events if isinstance(e, ev.Transcript)]
     assert transcripts[0].role == "user" and "s of speech" in transcripts[0].text
 
 
 async def test_closed_provider_ignores_input_and_ends_its_events() -> None:
-    provider = EchoProvider(Settings(), "", SessionConfig())
+    provider = EchoProvider("", SessionConfig(), EchoOptions())
     await provider.close()
     await provider.close()
     provider.send_audio(tone(440, 0.5, 24000).tobytes())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import Bridge
 from tests.peer import connected
+from tests.support import Bridge
 
 
 async def test_typed_text_gets_a_text_reply(bridge: Bridge) -> None:

@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 
 from tests.peer import ClientPeer, connected, dominant_frequency, rms
-from tests.test_openai_call import wait_heard
-from tests.test_resample import snr_vs_ideal_tone
-from tests.test_session_lifecycle import assert_ended_by_provider, wait_until
+from tests.support import assert_ended_by_provider, snr_vs_ideal_tone, wait_heard, wait_until
 
 SESSION = {
     "instructions": "Be brief.",
@@ -106,7 +104,7 @@ async def test_a_reply_slower_than_real_time_plays_without_gaps(gemini_bridge: A
         loud = [i for i, (_, s) in enumerate(frames) if rms(s) > 500]
         inside = frames[loud[0] : loud[-1] + 1]
         quiet = [i for i, (_, s) in enumerate(inside) if rms(s) <= 500]
-        track = next(iter(bridge.registry)).track
+        track = next(iter(bridge.registry)).transport.track
         print(
             f"\nslow producer (0.8x): {len(inside)} reply frames, {len(quiet)} quiet inside, "
             f"rebuffers={track.playout.rebuffers}, gap_ms={track.playout.gap_ms}"

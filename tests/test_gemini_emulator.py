@@ -15,8 +15,8 @@ import pytest
 import websockets
 
 from bridge.emulators.gemini import GeminiEmulator, GeminiEmulatorOptions
-from tests.conftest import judge_gemini
 from tests.peer import tone
+from tests.support import judge_gemini
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bridge.core import events as ev
+from bridge.core.pricing import price
 from bridge.core.session_config import SessionConfig
 from bridge.providers.gemini_protocol import GeminiLiveProtocol
 from tests.sdk_types import SchemaError, check_gemini_client_message, check_gemini_server_message
@@ -139,8 +140,9 @@ def test_a_bundled_voice_turn_of_3_8() -> None:
         ev.Transcript("assistant", "Hello", final=True),
     ]
     assert events[5] == ev.TurnComplete()
-    assert isinstance(events[6], ev.Usage)
-    assert events[6].cost_usd == pytest.approx((200 * 0.75 + 1000 * 3 + 60 * 12) / 1e6)
+    assert isinstance(events[6], ev.Usage) and events[6].cost_usd is None  # priced later
+    expected = (200 * 0.75 + 1000 * 3 + 60 * 12) / 1e6
+    assert price("gemini", p.model, events[6].usage) == pytest.approx(expected)
     assert p.at_turn_boundary and p.handle_due
     assert p.unknown_events == {}
 

@@ -15,8 +15,8 @@ import pytest
 
 from bridge.server.cluster import Cluster
 from bridge.transports.webrtc.sdp import check_offer
-from tests.conftest import make_settings
 from tests.peer import ClientPeer, connected
+from tests.support import make_settings
 
 
 async def alive(client: ClientPeer, word: str = "ping") -> None:
@@ -158,7 +158,7 @@ async def test_malformed_openai_frames_are_counted_not_fatal(openai_bridge: Any)
         assert "close" not in client.event_types()
         (described,) = await bridge.sessions()
         assert described["provider_stats"]["unknown_events"] >= 2  # bad base64, bad JSON
-        track = next(iter(bridge.registry)).track
+        track = next(iter(bridge.registry)).transport.track
         assert track.odd_chunks == 1  # the 3-byte chunk was repaired, not fatal
     finally:
         await client.close()

@@ -97,7 +97,7 @@ async def gemini_over_tls() -> AsyncIterator[tuple[Any, ssl.SSLContext]]:
     await emulator.start()
     yield emulator, client
     await emulator.stop()
-    from tests.conftest import judge_gemini
+    from tests.support import judge_gemini
 
     judge_gemini(emulator, clients=True)  # what google-genai itself sent, too
 

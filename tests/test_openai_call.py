@@ -8,25 +8,15 @@ from typing import Any
 import numpy as np
 
 from bridge.audio import g711
+from bridge.server.keys import ENGINE
 from tests.peer import ClientPeer, dominant_frequency, rms
+from tests.support import OPENAI_TEST_KEY, wait_heard
 
 SESSION = {
     "instructions": "Answer in one sentence.",
     "voice": "coral",
     "turn_detection": {"type": "server_vad", "silence_duration_ms": 400, "threshold": 0.5},
 }
-
-
-async def wait_heard(client: ClientPeer, seconds: float, after: float) -> np.ndarray:
-    """Wait until ``seconds`` of loud reply audio arrived after loop time ``after``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while loop.time() < deadline:
-        loud = [s for t, s in client.heard.frames if t > after and rms(s) > 500]
-        if loud and sum(s.size for s in loud) >= seconds * client.heard.rate:
-            return np.concatenate(loud)
-        await asyncio.sleep(0.05)
-    raise AssertionError("the reply was not heard")
 
 
 async def test_a_turn_through_the_openai_emulator(openai_bridge: Any) -> None:
@@ -145,5 +135,34 @@ async def test_a_pcmu_peer_is_bridged_as_g711_without_resampling(openai_bridge: 
             "input_rate": 8000,
             "output_passthrough": True,
         }
+    finally:
+        await client.close()
+
+
+async def test_webrtc_calls_fire_the_engines_hooks_and_show_their_cost(openai_bridge: Any) -> None:
+    """A WebRTC call runs on the same conversation core as an SDK session: same hooks, same
+    cost collector, and its running cost in GET /sessions."""
+    bridge, _emulator = await openai_bridge(reply="tone", tone_seconds=0.4)
+    engine = bridge.app[ENGINE]
+    seen: dict[str, list[Any]] = {"onRealtimeOpen": [], "onCompletion": [], "onRealtimeFrame": []}
+    for name, found in seen.items():
+        engine.hooks.on(name, found.append)
+    client = ClientPeer()
+    await client.connect(bridge.http, bridge.url)
+    try:
+        await client.wait_connected()
+        await client.wait_event("open")
+        client.mic.say(440, 0.6)
+        client.mic.pause(0.8)
+        _, usage = await client.wait_event("usage")
+        (described,) = await bridge.sessions()
+        (opened,) = seen["onRealtimeOpen"]
+        assert opened.session_id == described["id"] and opened.provider == "openai"
+        assert OPENAI_TEST_KEY not in opened.url
+        (completion,) = seen["onCompletion"]
+        assert completion.cost_usd == usage["cost_usd"] == described["cost_usd"]
+        assert described["transport"] == "webrtc" and described["usage_reports"] == 1
+        assert seen["onRealtimeFrame"] and all(f.size > 0 for f in seen["onRealtimeFrame"])
+        assert engine.costs.sessions[described["id"]].usd == described["cost_usd"]
     finally:
         await client.close()

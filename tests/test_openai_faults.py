@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from tests.peer import ClientPeer, connected
-from tests.test_session_lifecycle import assert_ended_by_provider, wait_until
+from tests.support import assert_ended_by_provider, wait_until
 
 
 async def talk(client: ClientPeer, seconds: float = 0.8) -> None:

@@ -15,8 +15,8 @@ import websockets
 
 from bridge.core.redact import REDACTED, redact
 from bridge.providers.models import gemini_model, openai_lifecycle
-from tests.conftest import OPENAI_TEST_KEY
 from tests.peer import ClientPeer, connected
+from tests.support import OPENAI_TEST_KEY
 
 KEY = {"Authorization": "Bearer sk-anything"}
 

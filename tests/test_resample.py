@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bridge.audio.resample import Resampler, split
+from tests.support import snr_db, snr_vs_ideal_tone
 
 
 def frames_of(
@@ -30,22 +31,6 @@ def sine(rate: int, seconds: float, freq: float = 440.0, channels: int = 1) -> n
     t = np.arange(int(rate * seconds)) / rate
     mono = (np.sin(2 * np.pi * freq * t) * 12000).astype(np.int16)
     return np.repeat(mono, channels) if channels > 1 else mono
-
-
-def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    n = min(reference.size, test.size)
-    ref = reference[:n].astype(np.float64)
-    err = ref - test[:n].astype(np.float64)
-    noise = float(np.sum(err**2))
-    return float("inf") if noise == 0 else 10 * np.log10(float(np.sum(ref**2)) / noise)
-
-
-def snr_vs_ideal_tone(samples: np.ndarray, rate: int, freq: float = 440.0) -> float:
-    """SNR of ``samples`` against the best-fitting pure sine (any phase and amplitude)."""
-    t = np.arange(samples.size) / rate
-    basis = np.stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t)], axis=1)
-    coef, *_ = np.linalg.lstsq(basis, samples.astype(np.float64), rcond=None)
-    return snr_db(basis @ coef, samples)
 
 
 CASES = [

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import OPENAI_TEST_KEY
 from tests.peer import ClientPeer
+from tests.support import OPENAI_TEST_KEY
 
 
 async def test_the_api_key_is_never_logged_or_shown(

@@ -4,49 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import time
 from typing import Any
 
 from aiortc import RTCPeerConnection
 
+from bridge.core.conversation import Conversation
+from bridge.core.engine import Engine
 from bridge.core.session_config import SessionConfig
-from bridge.providers.echo import EchoProvider
 from bridge.server.registry import SessionRegistry
-from bridge.transports.webrtc.peer import CallSession
-from tests.conftest import Bridge, make_settings
 from tests.peer import ClientPeer
-
-
-async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
-def our_tasks() -> list[asyncio.Task[Any]]:
-    return [t for t in asyncio.all_tasks() if t.get_name().startswith("session-")]
-
-
-def other_tasks() -> list[Any]:
-    """Every task but aiohttp's per-connection HTTP handlers (keep-alive is not a leak)."""
-    return [
-        t.get_coro()
-        for t in asyncio.all_tasks()
-        if getattr(t.get_coro(), "__qualname__", "") != "RequestHandler.start"
-    ]
-
-
-async def assert_ended_by_provider(bridge: Any, client: ClientPeer, code: str) -> dict[str, Any]:
-    """The client got an ``error`` with ``code`` and a close; nothing of the call is left."""
-    _, error = await client.wait_event("error", timeout=10)
-    assert error["error"]["code"] == code, error
-    _, close = await client.wait_event("close", timeout=5)
-    assert close["reason"] == "provider_error"
-    await wait_until(lambda: asyncio.sleep(0, not list(bridge.registry)), timeout=5)
-    assert await bridge.sessions() == []
-    assert our_tasks() == []
-    return dict(error["error"])
+from tests.support import Bridge, other_tasks, our_tasks, wait_until
 
 
 async def no_sessions(bridge: Bridge) -> bool:
@@ -134,13 +101,12 @@ async def test_thirty_connect_disconnect_cycles_leave_nothing(bridge: Bridge) ->
 async def test_finished_calls_are_collected_soon() -> None:
     """Calls leave reference cycles: the registry runs a full collection after they end."""
     registry = SessionRegistry(10, gc_delay=0.05)
-    settings = make_settings()
-    session = CallSession(
+    engine = Engine()
+    session = Conversation(
         session_id="s1",
-        settings=settings,
-        provider=EchoProvider(settings, "", SessionConfig()),
+        provider=engine.create_provider("echo", None, SessionConfig()),
         config=SessionConfig(),
-        on_closed=registry.remove,
+        engine=engine,
     )
     registry.add(session)
     await session.close("test")

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from aiortc import RTCSessionDescription
 
-from tests.conftest import Bridge
 from tests.peer import ClientPeer
+from tests.support import Bridge
 
 
 def without_lines(sdp: str, *prefixes: str) -> str:
@@ -188,7 +188,7 @@ async def test_whip_create_and_delete(bridge: Bridge) -> None:
         await client.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         await client.wait_connected()
         (listed,) = await bridge.sessions()
-        assert listed["kind"] == "whip" and location.endswith(listed["id"])
+        assert listed["transport"] == "whip" and location.endswith(listed["id"])
         async with bridge.http.get(f"{bridge.url}{location}") as r:
             assert r.status == 200
         async with bridge.http.patch(f"{bridge.url}{location}", data="a=end-of-candidates") as r:

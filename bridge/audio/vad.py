@@ -40,6 +40,11 @@ class EnergyVad:
         self._voiced_ms = 0.0
         self._silent_ms = 0.0
 
+    def reset(self) -> None:
+        """Forget the current utterance (its end was signalled another way)."""
+        self.speaking = False
+        self._voiced_ms = self._silent_ms = 0.0
+
     def process(self, pcm: bytes) -> VadEvent | None:
         """Feed one chunk of PCM16 LE mono; returns a transition when one happens."""
         ms = len(pcm) / 2 * 1000 / self.rate

@@ -13,6 +13,8 @@ snapshot undercounts several times over).
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,3 +169,71 @@ def gemini_cost(model: str, usage: dict[str, Any]) -> float | None:
         + audio_out * prices.audio_out
     )
     return round(total / 1_000_000, 8)
+
+
+def price(provider: str, model: str, usage: dict[str, Any]) -> float | None:
+    """USD for one usage report of ``provider``/``model``; None when it can't be priced."""
+    if provider == "openai":
+        return openai_cost(model, usage)
+    if provider == "gemini":
+        return gemini_cost(model, usage)
+    if provider == "echo":
+        return 0.0
+    return None
+
+
+@dataclass(slots=True)
+class CostTotal:
+    """USD so far; ``usd`` is None as soon as one report could not be priced (unknown)."""
+
+    usd: float | None = 0.0
+    reports: int = 0
+
+    def add(self, cost: float | None) -> None:
+        self.reports += 1
+        self.usd = None if cost is None or self.usd is None else round(self.usd + cost, 8)
+
+
+class CostCollector:
+    """Totals per provider, per model (``provider/model``) and per session, in USD.
+
+    Fed by every usage report (the ``onCompletion`` hook's data). A report is priced once,
+    with ``pricer`` (the table above unless another is given): cached tokens are part of the
+    input counts and priced at the cached rate, never twice.
+    """
+
+    MAX_SESSIONS = 10_000  # the most recent sessions keep their own total
+
+    def __init__(self, pricer: Callable[[str, str, dict[str, Any]], float | None] = price):
+        self._price = pricer
+        self.total = CostTotal()
+        self.providers: dict[str, CostTotal] = {}
+        self.models: dict[str, CostTotal] = {}
+        self.sessions: OrderedDict[str, CostTotal] = OrderedDict()
+
+    def record(
+        self, session_id: str, provider: str, model: str, usage: dict[str, Any]
+    ) -> float | None:
+        """Price one report, add it to every total; returns its price."""
+        cost = self._price(provider, model, usage)
+        self.total.add(cost)
+        for table, key in (
+            (self.providers, provider),
+            (self.models, f"{provider}/{model}"),
+            (self.sessions, session_id),
+        ):
+            table.setdefault(key, CostTotal()).add(cost)
+        self.sessions.move_to_end(session_id)
+        while len(self.sessions) > self.MAX_SESSIONS:
+            self.sessions.popitem(last=False)
+        return cost
+
+    def session(self, session_id: str) -> CostTotal:
+        return self.sessions.get(session_id, CostTotal())
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "total_usd": self.total.usd,
+            "by_provider": {k: v.usd for k, v in self.providers.items()},
+            "by_model": {k: v.usd for k, v in self.models.items()},
+        }

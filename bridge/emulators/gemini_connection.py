@@ -9,8 +9,8 @@ import json
 import math
 import re
 import secrets
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import numpy as np
 from websockets.asyncio.server import ServerConnection
@@ -31,9 +31,7 @@ from bridge.emulators.gemini_rules import (
     normalise,
     offset,
 )
-
-if TYPE_CHECKING:
-    from bridge.emulators.gemini import GeminiEmulator, GeminiSessionRecord
+from bridge.emulators.gemini_session import GeminiEmulatorOptions, GeminiSessionRecord
 
 OUTPUT_RATE = 24000
 TOKENS_PER_SECOND = 25  # audio, both ways (protocols-2026.md §C.7)
@@ -47,8 +45,16 @@ def audio_tokens(ms: float) -> int:
 class GeminiConnection:
     """The protocol state of one emulated connection."""
 
-    def __init__(self, emu: GeminiEmulator, ws: ServerConnection, rec: GeminiSessionRecord):
-        self.emu, self.opt, self.ws, self.rec = emu, emu.options, ws, rec
+    def __init__(
+        self,
+        options: GeminiEmulatorOptions,
+        take_fault: Callable[[str], Any],
+        handles: dict[str, tuple[GeminiSessionRecord, int, int]],
+        ws: ServerConnection,
+        rec: GeminiSessionRecord,
+    ):
+        self.opt, self.ws, self.rec = options, ws, rec
+        self._take_fault, self._handles = take_fault, handles
         self.index = 0  # setup is message 0
         self.rules: ModelRules = model_rules("")
         self.vad: EnergyVad | None = None
@@ -131,9 +137,9 @@ class GeminiConnection:
         check_setup_for_model(setup, self.rules)
         handle = (setup.get("sessionResumption") or {}).get("handle")
         if handle:
-            if self.emu.take_fault("reject_resume") or handle not in self.emu.handles:
+            if self._take_fault("reject_resume") or handle not in self._handles:
                 raise invalid()
-            parent, consumed, context = self.emu.handles[handle]
+            parent, consumed, context = self._handles[handle]
             if parent.setup.get("model") != model:
                 raise invalid("The model of a resumed session cannot change.")
             self.rec.resumed_from = (parent, consumed)
@@ -192,6 +198,17 @@ class GeminiConnection:
                 self.context_tokens += len(data["text"]) // 4 + 1
                 await self._interrupt()
                 self._start_reply(None, data["text"])
+            elif "activityStart" in data:  # manual turns: the client says when speech starts
+                if self.vad is not None:
+                    raise invalid("activityStart needs automaticActivityDetection disabled.")
+                self.speaking, self.speech = True, bytearray()
+                await self._interrupt()
+            elif "activityEnd" in data:
+                if self.vad is not None:
+                    raise invalid("activityEnd needs automaticActivityDetection disabled.")
+                await self._end_of_speech()
+            elif data.get("audioStreamEnd") and self.speaking:  # the microphone went off
+                await self._end_of_speech()
             return
         for blob in blobs:
             pcm = decode_bytes(blob.get("data", ""))
@@ -205,9 +222,19 @@ class GeminiConnection:
                 pcm = Resampler(16000).resample_pcm(samples.astype(np.int16), rate).tobytes()
             await self._vad(pcm)
 
+    async def _end_of_speech(self) -> None:
+        self.speaking = False
+        if self.vad is not None:
+            self.vad.reset()
+        speech, self.speech = bytes(self.speech), bytearray()
+        self.context_tokens += audio_tokens(len(speech) / 32)
+        self._start_reply(speech, None)
+
     async def _vad(self, pcm: bytes) -> None:
         self.heard_ms += len(pcm) / 32
         if self.vad is None:
+            if self.speaking:  # between the client's activityStart and activityEnd
+                self.speech += pcm
             return
         for i in range(0, len(pcm), 640):
             chunk = pcm[i : i + 640]
@@ -219,12 +246,8 @@ class GeminiConnection:
                 await self._voice_activity("ACTIVITY_START")
                 await self._interrupt()
             elif change is VadEvent.STOP:
-                self.speaking = False
                 await self._voice_activity("ACTIVITY_END")
-                speech = bytes(self.speech)
-                self.speech = bytearray()
-                self.context_tokens += audio_tokens(len(speech) / 32)
-                self._start_reply(speech, None)
+                await self._end_of_speech()
 
     async def _voice_activity(self, kind: str) -> None:
         emit = self.opt.voice_activity
@@ -359,7 +382,7 @@ class GeminiConnection:
             await self.send({"sessionResumptionUpdate": {"resumable": False}})
             return
         handle = secrets.token_urlsafe(16)
-        self.emu.handles[handle] = (self.rec, self.index, self.context_tokens)
+        self._handles[handle] = (self.rec, self.index, self.context_tokens)
         await self.send({"sessionResumptionUpdate": {"newHandle": handle, "resumable": True}})
 
     async def _resumption_loop(self) -> None:
@@ -382,7 +405,7 @@ class GeminiConnection:
                 ),
             ),
         ):
-            delay = self.emu.take_fault(name)
+            delay = self._take_fault(name)
             if delay is not None:
                 self.tasks.append(loop.create_task(self._after(delay, action)))
 

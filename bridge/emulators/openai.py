@@ -107,7 +107,7 @@ class OpenAIEmulator(EmulatorServer):
         headers = {k: v for k, v in request.headers.raw_items() if k.lower() != "authorization"}
         rec = EmulatedSession(model=model, headers=headers, session=default_session(model))
         self.sessions.append(rec)
-        conn = Connection(self, ws, rec)
+        conn = Connection(self.options, self.take_fault, self.stalled, ws, rec)
         beta = request.headers.get("OpenAI-Beta") == "realtime=v1" or "openai-beta.realtime-v1" in (
             request.headers.get("Sec-WebSocket-Protocol") or ""
         )

@@ -8,17 +8,21 @@ import binascii
 import contextlib
 import itertools
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
 from bridge.audio import g711
 from bridge.audio.vad import EnergyVad, VadEvent
 from bridge.emulators.openai_reply import stream_response
-from bridge.emulators.openai_session import EmulatedSession, EmulatorError, merged_session, new_id
-
-if TYPE_CHECKING:
-    from bridge.emulators.openai import OpenAIEmulator
+from bridge.emulators.openai_session import (
+    EmulatedSession,
+    EmulatorError,
+    OpenAIEmulatorOptions,
+    merged_session,
+    new_id,
+)
 
 CLIENT_EVENTS = (
     "session.update",
@@ -65,8 +69,16 @@ def _check_message(item: dict[str, Any]) -> None:
 class Connection:
     """The protocol state of one emulated session."""
 
-    def __init__(self, emulator: OpenAIEmulator, ws: ServerConnection, rec: EmulatedSession):
-        self.emu, self.opt, self.ws, self.rec = emulator, emulator.options, ws, rec
+    def __init__(
+        self,
+        options: OpenAIEmulatorOptions,
+        take_fault: Callable[[str], Any],
+        stalled: list[EmulatedSession],
+        ws: ServerConnection,
+        rec: EmulatedSession,
+    ):
+        self.opt, self.ws, self.rec = options, ws, rec
+        self._take_fault, self._stalled = take_fault, stalled
         self.ids = itertools.count(1)
         self.buffer = bytearray()  # uncommitted input audio
         self.buffer_start_ms = 0  # session ms at the start of ``buffer``
@@ -368,7 +380,7 @@ class Connection:
         )
 
     def arm_barge_in(self) -> None:
-        delay = self.emu.take_fault("barge_in_after_s")
+        delay = self._take_fault("barge_in_after_s")
         if delay is not None:
             self.timers.append(asyncio.get_running_loop().create_task(self._fake_barge_in(delay)))
 
@@ -392,7 +404,7 @@ class Connection:
             ("session_expired_after_s", self._expire),
             ("stall_after_s", self._stall),
         ):
-            delay = self.emu.take_fault(name)
+            delay = self._take_fault(name)
             if delay is not None:
                 self.timers.append(loop.create_task(self._after(delay, action)))
 
@@ -412,7 +424,7 @@ class Connection:
     async def _stall(self) -> None:
         """Stop reading (so pings go unanswered) and stop sending."""
         self.ws.transport.pause_reading()
-        self.emu.stalled.append(self.rec)
+        self._stalled.append(self.rec)
 
     async def shutdown(self) -> None:
         tasks = [*self.timers, *([self.response] if self.response else [])]

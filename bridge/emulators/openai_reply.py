@@ -5,16 +5,30 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from bridge.audio import g711
 from bridge.audio.resample import Resampler
-from bridge.emulators.openai_session import new_id
+from bridge.emulators.openai_session import EmulatedSession, OpenAIEmulatorOptions, new_id
 
-if TYPE_CHECKING:
-    from bridge.emulators.openai_connection import Connection
+
+class Connection(Protocol):
+    """What a reply needs of its connection (:class:`~.openai_connection.Connection`)."""
+
+    rec: EmulatedSession
+    opt: OpenAIEmulatorOptions
+    items: dict[str, dict[str, Any]]
+    last_item: str | None
+    audio_produced: bool
+    responses: int
+    response: asyncio.Task[None] | None
+    response_id: str | None
+
+    async def send(self, kind: str, **fields: Any) -> None: ...
+
+    def arm_barge_in(self) -> None: ...
 
 
 def reply_audio(conn: Connection, user_audio: bytes | None) -> bytes:

@@ -1,15 +1,14 @@
-"""Voice providers: the registry of what can be chosen per call."""
+"""Voice providers: the registry of what can be chosen, and how each one is built."""
 
 from __future__ import annotations
 
 from bridge.core.errors import BadRequest
 from bridge.core.session_config import SessionConfig
 from bridge.providers import echo, gemini, openai
-from bridge.providers.base import Provider, ProviderSpec
+from bridge.providers.base import Provider, ProviderOptions, ProviderSpec
 from bridge.providers.models import gemini_models, openai_models
-from bridge.server.config import Settings
 
-__all__ = ["PROVIDERS", "Provider", "ProviderSpec", "create_provider"]
+__all__ = ["PROVIDERS", "Provider", "ProviderOptions", "ProviderSpec", "create_provider"]
 
 
 PROVIDERS: dict[str, ProviderSpec] = {
@@ -18,6 +17,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
         default_model="echo",
         voices=echo.VOICES,
         default_voice="echo",
+        options=echo.EchoOptions,
         create=echo.EchoProvider,
         unavailable_reason=echo.unavailable_reason,
     ),
@@ -26,6 +26,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
         default_model=openai.DEFAULT_MODEL,
         voices=openai.VOICES,
         default_voice="marin",
+        options=openai.OpenAIOptions,
         create=openai.OpenAIProvider,
         unavailable_reason=openai.unavailable_reason,
         models=openai_models,
@@ -36,6 +37,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
         default_model=gemini.DEFAULT_MODEL,
         voices=gemini.VOICES,
         default_voice="Puck",
+        options=gemini.GeminiOptions,
         create=gemini.GeminiProvider,
         unavailable_reason=gemini.unavailable_reason,
         models=gemini_models,
@@ -44,16 +46,23 @@ PROVIDERS: dict[str, ProviderSpec] = {
 }
 
 
-def create_provider(
-    settings: Settings, name: str | None, model: str | None, config: SessionConfig
-) -> Provider:
-    """A new, unconnected provider; :class:`BadRequest` for an unknown or unusable one."""
-    name = name or settings.default_provider
+def spec_of(name: str) -> ProviderSpec:
+    """The provider ``name``; :class:`BadRequest` naming the known ones otherwise."""
     spec = PROVIDERS.get(name)
     if spec is None:
         known = ", ".join(PROVIDERS)
         raise BadRequest(f"unknown provider {name!r} (known: {known})", code="unknown_provider")
-    reason = spec.unavailable_reason(settings)
+    return spec
+
+
+def create_provider(
+    name: str, model: str | None, config: SessionConfig, options: ProviderOptions
+) -> Provider:
+    """A new, unconnected provider; :class:`BadRequest` for an unknown or unusable one."""
+    spec = spec_of(name)
+    if not isinstance(options, spec.options):
+        raise TypeError(f"{name} takes {spec.options.__name__}, not {type(options).__name__}")
+    reason = spec.unavailable_reason(options)
     if reason:
         raise BadRequest(f"provider {name!r} is unavailable: {reason}", code="provider_unavailable")
-    return spec.create(settings, model or settings.model or spec.default_model, config)
+    return spec.create(model or spec.default_model, config, options)

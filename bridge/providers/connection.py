@@ -31,12 +31,13 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.protocol import State
 
 from bridge.audio.playout import PlayoutPolicy
 from bridge.core import events as ev
 from bridge.core.errors import ProviderError
 from bridge.core.redact import redact
-from bridge.server.config import Settings
+from bridge.providers.base import UNOBSERVED, ConnectionObserver, SocketOptions
 
 log = logging.getLogger(__name__)
 # websockets logs handshake headers (API keys) at DEBUG: give it a logger that never does.
@@ -62,13 +63,14 @@ class SocketProvider(ABC):
     name = "socket"
     playout = PlayoutPolicy()
 
-    def __init__(self, settings: Settings, model: str) -> None:
+    def __init__(self, model: str, options: SocketOptions) -> None:
         self.model = model
-        self._settings = settings
+        self._options = options
+        self.observer: ConnectionObserver = UNOBSERVED
         self._events: asyncio.Queue[ev.Event | None] = asyncio.Queue()
         self._control: deque[dict[str, Any]] = deque()
         # 20 ms chunks of user audio, held while a socket is replaced; oldest dropped first.
-        self._audio: deque[bytes] = deque(maxlen=max(settings.provider_audio_queue_ms // 20, 1))
+        self._audio: deque[bytes] = deque(maxlen=max(options.audio_queue_ms // 20, 1))
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._ws: ClientConnection | None = None
@@ -142,8 +144,15 @@ class SocketProvider(ABC):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await runner
         if self._ws is not None:
-            await self._ws.close()
+            await self._close_socket(self._ws, "closed by the bridge")
         self._events.put_nowait(None)
+
+    async def _close_socket(self, ws: ClientConnection, why: str) -> None:
+        """Close a socket of ours, reporting it if it was still open."""
+        was_open = ws.state is State.OPEN
+        await ws.close()
+        if was_open:
+            self.observer.closed(1000, why)
 
     async def events(self) -> AsyncIterator[ev.Event]:
         while (event := await self._events.get()) is not None:
@@ -163,6 +172,16 @@ class SocketProvider(ABC):
             self._control.extend(messages)
             self._wake.set()
 
+    def _send_after_audio(self, *messages: dict[str, Any]) -> None:
+        """Like :meth:`_send`, but after the user audio queued so far (a commit must follow
+        the audio it commits; control messages otherwise overtake queued audio)."""
+        while self._audio:
+            chunks = [self._audio.popleft()]
+            while self._audio and len(chunks) < MAX_MERGED_CHUNKS:
+                chunks.append(self._audio.popleft())
+            self._control.append(self._audio_message(b"".join(chunks)))
+        self._send(*messages)
+
     def _poke(self) -> None:
         """Ask :meth:`_verdict` again now (the reader would otherwise wait for a message)."""
         if self._recv_timeout is not None:
@@ -172,7 +191,7 @@ class SocketProvider(ABC):
 
     async def _connect(self, url: str, headers: dict[str, str]) -> ClientConnection:
         """Open the WebSocket; HTTP refusals become :class:`ProviderError` via ``_refused``."""
-        interval = self._settings.provider_ping_interval
+        interval = self._options.ping_interval
         try:
             ws = await websockets.connect(
                 url,
@@ -190,6 +209,7 @@ class SocketProvider(ABC):
             raise ProviderError(f"could not reach {self.name}: {type(exc).__name__}") from None
         self.connections += 1
         self._opening = ws
+        self.observer.opened(redact(url))
         return ws
 
     async def _open_safely(self) -> ClientConnection:
@@ -224,7 +244,9 @@ class SocketProvider(ABC):
         )
 
     async def _send_now(self, ws: ClientConnection, message: dict[str, Any]) -> None:
-        await ws.send(json.dumps(message))
+        text = json.dumps(message)
+        await ws.send(text)
+        self.observer.frame("out", len(text))
         self._sent(message)
 
     async def _run(self, ws: ClientConnection) -> None:
@@ -237,10 +259,10 @@ class SocketProvider(ABC):
                 if replacement is None:
                     return
                 old, ws = ws, replacement
-                await old.close()
+                await self._close_socket(old, "replaced")
         finally:
             if self._ws is not None:
-                await self._ws.close()
+                await self._close_socket(self._ws, "closed by the bridge")
             self._events.put_nowait(None)
 
     async def _serve(self, ws: ClientConnection) -> Outcome:
@@ -262,6 +284,7 @@ class SocketProvider(ABC):
                 finally:
                     self._recv_timeout = None
                 if raw is not None:
+                    self.observer.frame("in", len(raw))
                     for event in self._translate(raw):
                         self._events.put_nowait(event)
                 verdict = self._verdict(cap_at is not None and loop.time() >= cap_at)
@@ -284,13 +307,14 @@ class SocketProvider(ABC):
             return []
 
     def _closed_outcome(self, exc: ConnectionClosed) -> Outcome:
+        code = exc.rcvd.code if exc.rcvd is not None else 1006
+        reason = exc.rcvd.reason if exc.rcvd is not None else ""
+        self.observer.closed(code, redact(reason))
         if self._closed:
             return Outcome.CLOSED
         verdict = self._verdict(False)
         if verdict is not None:
             return verdict
-        code = exc.rcvd.code if exc.rcvd is not None else 1006
-        reason = exc.rcvd.reason if exc.rcvd is not None else ""
         error = self._fatal_close(code, reason)
         if error is not None:
             self._events.put_nowait(error)
@@ -323,7 +347,7 @@ class SocketProvider(ABC):
                 if exc.fatal:
                     self._events.put_nowait(ev.Error(exc.code, exc.message, fatal=True))
                     return None
-        attempts = self._settings.provider_reconnects
+        attempts = self._options.reconnects
         for attempt in range(attempts):
             await asyncio.sleep(min(0.25 * 2**attempt, 4.0) * random.uniform(0.5, 1.5))
             try:

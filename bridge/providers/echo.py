@@ -13,6 +13,7 @@ import asyncio
 import itertools
 from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from bridge.audio.format import PCM16_24K, AudioFormat
@@ -20,7 +21,7 @@ from bridge.audio.playout import Playback, PlayoutPolicy
 from bridge.audio.vad import EnergyVad, VadEvent
 from bridge.core import events as ev
 from bridge.core.session_config import SessionConfig
-from bridge.server.config import Settings
+from bridge.providers.base import UNOBSERVED, ConnectionObserver, ProviderOptions
 
 RATE = 24000
 CHUNK_BYTES = RATE * 2 * 20 // 1000  # 20 ms of PCM16
@@ -28,35 +29,49 @@ PREROLL_MS = 200
 VOICES = ("echo",)
 
 
+@dataclass(frozen=True)
+class EchoOptions(ProviderOptions):
+    url: str = "local://echo"
+    threshold_dbfs: float = -45.0  # the level that counts as speech
+    silence_ms: int = 500  # the pause that ends an utterance
+    max_utterance_ms: int = 30_000  # the longest utterance it keeps to replay
+
+
 class EchoProvider:
     name = "echo"
     playout = PlayoutPolicy()  # it sends faster than real time: play at once
 
-    def __init__(self, settings: Settings, model: str, config: SessionConfig) -> None:
+    def __init__(self, model: str, config: SessionConfig, options: EchoOptions) -> None:
         self.model = model or "echo"
         self.config = config
+        self.observer: ConnectionObserver = UNOBSERVED
+        self._options = options
         self._vad = EnergyVad(
-            RATE, threshold_dbfs=settings.echo_threshold_dbfs, stop_ms=settings.echo_silence_ms
+            RATE, threshold_dbfs=options.threshold_dbfs, stop_ms=options.silence_ms
         )
-        self._max_bytes = RATE * 2 * settings.echo_max_utterance_ms // 1000
-        self._silence_bytes = RATE * 2 * settings.echo_silence_ms // 1000
+        self._max_bytes = RATE * 2 * options.max_utterance_ms // 1000
+        self._silence_bytes = RATE * 2 * options.silence_ms // 1000
         self._preroll: deque[bytes] = deque(maxlen=PREROLL_MS // 20)
         self._utterance = bytearray()
+        self._typed: list[str] = []  # text of a turn not yet complete
         self._events: asyncio.Queue[ev.Event | None] = asyncio.Queue()
         self._turns = itertools.count(1)
         self._closed = False
-        self.audio_in_ms = 0
 
     def configure_audio(self, peer_codec: str) -> tuple[AudioFormat, AudioFormat]:
         return PCM16_24K, PCM16_24K
 
     async def connect(self) -> None:
+        self.observer.opened(self._options.url)
         self._emit(ev.Open())
 
     def send_audio(self, pcm: bytes) -> None:
         if self._closed:
             return
-        self.audio_in_ms += len(pcm) * 1000 // (RATE * 2)
+        if self.config.turn_detection.type == "none":  # manual turns: keep all until commit
+            if len(self._utterance) < self._max_bytes:
+                self._utterance += pcm
+            return
         change = self._vad.process(pcm)
         if change is VadEvent.START:
             self._utterance = bytearray(b"".join(self._preroll))
@@ -72,9 +87,15 @@ class EchoProvider:
             self._reply(bytes(self._utterance))
             self._utterance = bytearray()
 
-    def _reply(self, utterance: bytes) -> None:
-        # The last ``silence`` of the utterance is the pause that ended it: don't replay it.
-        speech = utterance[: max(len(utterance) - self._silence_bytes, 0)]
+    async def commit_audio(self) -> None:
+        """The end of a manual turn: reply with all of it."""
+        utterance, self._utterance = bytes(self._utterance), bytearray()
+        self._reply(utterance, trailing_silence=False)
+
+    def _reply(self, utterance: bytes, trailing_silence: bool = True) -> None:
+        # The last ``silence`` of a VAD utterance is the pause that ended it: don't replay it.
+        cut = self._silence_bytes if trailing_silence else 0
+        speech = utterance[: max(len(utterance) - cut, 0)]
         seconds = len(speech) / (RATE * 2)
         item_id = f"echo_{next(self._turns)}"
         self._emit(ev.Transcript("user", f"({seconds:.1f} s of speech)", final=True))
@@ -92,27 +113,31 @@ class EchoProvider:
                 {
                     "input_audio_seconds": round(seconds, 3),
                     "output_audio_seconds": round(seconds if audio_out else 0.0, 3),
-                },
-                cost_usd=0.0,
+                }
             )
         )
 
-    async def send_text(self, text: str) -> None:
+    async def send_text(self, text: str, turn_complete: bool = True) -> None:
+        self._typed.append(text)
+        if not turn_complete:
+            return
+        text, self._typed = " ".join(self._typed), []
         self._emit(ev.Transcript("user", text, final=True))
         self._emit(ev.TextDelta(f"You said: {text}"))
         self._emit(ev.TurnComplete())
-        self._emit(ev.Usage({"input_text_chars": len(text)}, cost_usd=0.0))
+        self._emit(ev.Usage({"input_text_chars": len(text)}))
 
     async def update_session(self, config: SessionConfig) -> SessionConfig:
         self.config = config
         return config
 
-    async def interrupt(self, played: Playback | None) -> None:
+    async def interrupt(self, played: Playback | None, cancel: bool = False) -> None:
         """Nothing to cancel: the whole echo reply is queued at once and the session flushed it."""
 
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
+            self.observer.closed(1000, "closed by the bridge")
             self._events.put_nowait(None)
 
     def _emit(self, event: ev.Event) -> None:
@@ -120,12 +145,12 @@ class EchoProvider:
             self._events.put_nowait(event)
 
     def stats(self) -> dict[str, Any]:
-        return {"audio_in_ms": self.audio_in_ms}
+        return {}
 
     async def events(self) -> AsyncIterator[ev.Event]:
         while (event := await self._events.get()) is not None:
             yield event
 
 
-def unavailable_reason(settings: Settings) -> str | None:
+def unavailable_reason(options: EchoOptions) -> str | None:
     return None

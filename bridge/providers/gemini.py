@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -35,10 +36,10 @@ from bridge.audio.playout import Playback, PlayoutPolicy
 from bridge.core import events as ev
 from bridge.core.errors import ProviderError
 from bridge.core.session_config import SessionConfig
+from bridge.providers.base import SocketOptions
 from bridge.providers.connection import OPEN_TIMEOUT_S, Outcome, SocketProvider
 from bridge.providers.gemini_protocol import GeminiLiveProtocol
 from bridge.providers.models import check_lifecycle, gemini_model
-from bridge.server.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,25 @@ VOICES = (
 QUOTA_WORDS = ("RESOURCE_EXHAUSTED", "quota", "exceeded")
 
 
-def model_notes(settings: Settings, today: datetime.date | None = None) -> list[str]:
+DEFAULT_URL = (
+    "wss://generativelanguage.googleapis.com/ws/"
+    "google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+)
+
+
+@dataclass(frozen=True)
+class GeminiOptions(SocketOptions):
+    url: str = DEFAULT_URL
+    resume_overlap_ms: int = 500  # audio sent just before a handle arrived, replayed
+    handle_wait: float = 2.0  # seconds a handover waits for the handle covering a turn
+
+
+def model_notes(
+    model: str | None, options: GeminiOptions, today: datetime.date | None = None
+) -> list[str]:
     today = today or datetime.date.today()
-    model = settings.model if settings.model and settings.default_provider == "gemini" else None
-    note = gemini_model(model or DEFAULT_MODEL).lifecycle.warning(model or DEFAULT_MODEL, today)
+    model = model or DEFAULT_MODEL
+    note = gemini_model(model).lifecycle.warning(model, today)
     return [note] if note else []
 
 
@@ -67,12 +83,11 @@ class GeminiProvider(SocketProvider):
     # through (at 0.8x, a 4 s horizon covers replies of about 20 s), at most 1.5 s.
     playout = PlayoutPolicy(base_preroll_ms=120, horizon_ms=4000, max_preroll_ms=1500)
 
-    def __init__(self, settings: Settings, model: str, config: SessionConfig) -> None:
-        super().__init__(settings, model or DEFAULT_MODEL)
+    def __init__(self, model: str, config: SessionConfig, options: GeminiOptions) -> None:
+        super().__init__(model or DEFAULT_MODEL, options)
+        self._gemini = options
         check_lifecycle("Gemini", self.model, gemini_model(self.model).lifecycle)
-        self.protocol = GeminiLiveProtocol(
-            self.model, config, overlap_ms=settings.gemini_resume_overlap_ms
-        )
+        self.protocol = GeminiLiveProtocol(self.model, config, overlap_ms=options.resume_overlap_ms)
         self._handover_at: float | None = None
         self._due_since: float | None = None
         self._reconfigure = False
@@ -82,8 +97,17 @@ class GeminiProvider(SocketProvider):
     def configure_audio(self, peer_codec: str) -> tuple[AudioFormat, AudioFormat]:
         return PCM16_16K, PCM16_24K
 
-    async def send_text(self, text: str) -> None:
-        self._send(self.protocol.user_text(text))
+    def send_audio(self, pcm: bytes) -> None:
+        start = self.protocol.activity_start()
+        if start is not None:  # manual turns: open one before its first audio
+            self._send_after_audio(start)
+        super().send_audio(pcm)
+
+    async def send_text(self, text: str, turn_complete: bool = True) -> None:
+        self._send(self.protocol.user_text(text, turn_complete))
+
+    async def commit_audio(self) -> None:
+        self._send_after_audio(self.protocol.commit())
 
     async def update_session(self, config: SessionConfig) -> SessionConfig:
         """Instructions go in a ``contextUpdate`` where the model takes one; anything else
@@ -96,8 +120,10 @@ class GeminiProvider(SocketProvider):
             self._poke()
         return config
 
-    async def interrupt(self, played: Playback | None) -> None:
-        """Nothing to tell: Gemini detects barge-in itself and reports ``interrupted``."""
+    async def interrupt(self, played: Playback | None, cancel: bool = False) -> None:
+        """Nothing to tell: Gemini detects barge-in itself and reports ``interrupted``, and it
+        has no message that stops a reply without starting another (a client interrupt only
+        stops playback here)."""
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -112,8 +138,8 @@ class GeminiProvider(SocketProvider):
     # -- SocketProvider ------------------------------------------------------------------------
 
     async def _open(self) -> ClientConnection:
-        key = quote(self._settings.gemini_api_key, safe="")
-        ws = await self._connect(f"{self._settings.gemini_url}?key={key}", {})
+        key = quote(self._gemini.api_key, safe="")
+        ws = await self._connect(f"{self._gemini.url}?key={key}", {})
         resuming = self.protocol.handle is not None
         if not resuming and self.connections > 1:
             log.warning("gemini: no resumption handle yet; the new session starts afresh")
@@ -175,7 +201,7 @@ class GeminiProvider(SocketProvider):
         if self._due_since is None:
             return True
         waited = asyncio.get_running_loop().time() - self._due_since
-        return waited >= self._settings.gemini_handle_wait
+        return waited >= self._gemini.handle_wait
 
     def _verdict(self, cap_reached: bool) -> Outcome | None:
         wanted = self._handover_at is not None or self._reconfigure
@@ -192,7 +218,7 @@ class GeminiProvider(SocketProvider):
     def _wake_at(self) -> float | None:
         times = [self._handover_at]
         if (self._handover_at is not None or self._reconfigure) and self._due_since is not None:
-            times.append(self._due_since + self._settings.gemini_handle_wait)
+            times.append(self._due_since + self._gemini.handle_wait)
         present = [t for t in times if t is not None]
         return min(present) if present else None
 
@@ -216,5 +242,5 @@ class GeminiProvider(SocketProvider):
         return super()._fatal_close(code, reason)
 
 
-def unavailable_reason(settings: Settings) -> str | None:
-    return None if settings.gemini_api_key else "GEMINI_API_KEY (or GOOGLE_API_KEY) is not set"
+def unavailable_reason(options: GeminiOptions) -> str | None:
+    return None if options.api_key else "no Gemini API key (GEMINI_API_KEY or GOOGLE_API_KEY)"

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bridge.core import events as ev
-from bridge.core.pricing import gemini_cost
 from bridge.core.session_config import SessionConfig
 from bridge.providers.models import gemini_model
 
@@ -100,6 +99,7 @@ class GeminiLiveProtocol:
         self._assistant_text = ""
         self._user_text = ""
         self._outbox: list[dict[str, Any]] = []
+        self._activity = False  # a manual activityStart is open
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -163,9 +163,29 @@ class GeminiLiveProtocol:
         data = base64.b64encode(pcm).decode("ascii")
         return {"realtimeInput": {"audio": {"data": data, "mimeType": INPUT_MIME}}}
 
-    def user_text(self, text: str) -> dict[str, Any]:
+    def user_text(self, text: str, turn_complete: bool = True) -> dict[str, Any]:
         turn = {"role": "user", "parts": [{"text": text}]}
-        return {"clientContent": {"turns": [turn], "turnComplete": True}}
+        return {"clientContent": {"turns": [turn], "turnComplete": turn_complete}}
+
+    @property
+    def manual(self) -> bool:
+        """Turns are marked by the client (activityStart/End), not the server's VAD."""
+        return self.config.turn_detection.type == "none"
+
+    def activity_start(self) -> dict[str, Any] | None:
+        """Before the first audio of a manual turn: ``activityStart`` (else None)."""
+        if not self.manual or self._activity:
+            return None
+        self._activity = True
+        return {"realtimeInput": {"activityStart": {}}}
+
+    def commit(self) -> dict[str, Any]:
+        """End the user's turn: ``activityEnd`` in manual mode, else ``audioStreamEnd`` (the
+        microphone is off: the server's VAD ends the turn now)."""
+        if self.manual:
+            self._activity = False
+            return {"realtimeInput": {"activityEnd": {}}}
+        return {"realtimeInput": {"audioStreamEnd": True}}
 
     def take_outbox(self) -> list[dict[str, Any]]:
         """Messages that received events made necessary (an answer to a tool call)."""
@@ -201,7 +221,9 @@ class GeminiLiveProtocol:
         else:
             self._append(_Sent("input", message))
             content = message.get("clientContent")
-            if isinstance(content, dict) and content.get("turnComplete"):
+            realtime = message.get("realtimeInput")
+            ends_turn = isinstance(realtime, dict) and "activityEnd" in realtime
+            if (isinstance(content, dict) and content.get("turnComplete")) or ends_turn:
                 self.conn.generating = True  # a reply is coming: not a moment to hand over
 
     def _append(self, entry: _Sent) -> None:
@@ -348,7 +370,7 @@ class GeminiLiveProtocol:
         return []
 
     def _usage(self, m: dict[str, Any]) -> list[ev.Event]:
-        return [ev.Usage(m, gemini_cost(self.model, m))]
+        return [ev.Usage(m)]
 
     def _go_away(self, m: dict[str, Any]) -> list[ev.Event]:
         match = _DURATION.match(str(m.get("timeLeft") or ""))

@@ -17,6 +17,7 @@ particular to OpenAI:
 from __future__ import annotations
 
 import datetime
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -27,10 +28,10 @@ from bridge.audio.playout import Playback, PlayoutPolicy
 from bridge.core import events as ev
 from bridge.core.errors import ProviderError
 from bridge.core.session_config import SessionConfig
+from bridge.providers.base import SocketOptions
 from bridge.providers.connection import Outcome, SocketProvider
 from bridge.providers.models import OPENAI_TRANSCRIPTION_MODELS, check_lifecycle, openai_lifecycle
-from bridge.providers.openai_protocol import OpenAIRealtimeProtocol
-from bridge.server.config import Settings
+from bridge.providers.openai_protocol import DEFAULT_TRANSCRIPTION_MODEL, OpenAIRealtimeProtocol
 
 DEFAULT_MODEL = "gpt-realtime-2.1"
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
@@ -42,17 +43,29 @@ HTTP_FATAL = {
 }
 
 
-def model_notes(settings: Settings, today: datetime.date | None = None) -> list[str]:
+DEFAULT_URL = "wss://api.openai.com/v1/realtime"
+
+
+@dataclass(frozen=True)
+class OpenAIOptions(SocketOptions):
+    url: str = DEFAULT_URL
+    session_cap: float = 3300.0  # seconds before a session is renewed (OpenAI ends it at 60 min)
+    transcription_model: str = DEFAULT_TRANSCRIPTION_MODEL
+
+
+def model_notes(
+    model: str | None, options: OpenAIOptions, today: datetime.date | None = None
+) -> list[str]:
     """What GET /providers should warn about: the default and transcription models' dates."""
     today = today or datetime.date.today()
+    model = model or DEFAULT_MODEL
     notes = []
-    model = settings.model if settings.model and settings.default_provider == "openai" else None
-    note = openai_lifecycle(model or DEFAULT_MODEL).warning(model or DEFAULT_MODEL, today)
+    note = openai_lifecycle(model).warning(model, today)
     if note:
         notes.append(note)
-    transcription = OPENAI_TRANSCRIPTION_MODELS.get(settings.openai_transcription_model)
+    transcription = OPENAI_TRANSCRIPTION_MODELS.get(options.transcription_model)
     if transcription is not None:
-        note = transcription.warning(settings.openai_transcription_model, today)
+        note = transcription.warning(options.transcription_model, today)
         if note:
             notes.append(f"input transcription: {note} (--openai-transcription-model)")
     return notes
@@ -64,11 +77,12 @@ class OpenAIProvider(SocketProvider):
     name = "openai"
     playout = PlayoutPolicy()  # OpenAI sends faster than real time: play at once
 
-    def __init__(self, settings: Settings, model: str, config: SessionConfig) -> None:
-        super().__init__(settings, model or DEFAULT_MODEL)
+    def __init__(self, model: str, config: SessionConfig, options: OpenAIOptions) -> None:
+        super().__init__(model or DEFAULT_MODEL, options)
+        self._openai = options
         check_lifecycle("OpenAI", self.model, openai_lifecycle(self.model))
         self.protocol = OpenAIRealtimeProtocol(
-            self.model, config, transcription_model=settings.openai_transcription_model
+            self.model, config, transcription_model=options.transcription_model
         )
 
     def configure_audio(self, peer_codec: str) -> tuple[AudioFormat, AudioFormat]:
@@ -77,8 +91,11 @@ class OpenAIProvider(SocketProvider):
         self.protocol.input_format = self.protocol.output_format = fmt
         return fmt, fmt
 
-    async def send_text(self, text: str) -> None:
-        self._send(*self.protocol.user_text(text))
+    async def send_text(self, text: str, turn_complete: bool = True) -> None:
+        self._send(*self.protocol.user_text(text, turn_complete))
+
+    async def commit_audio(self) -> None:
+        self._send_after_audio(*self.protocol.commit())
 
     async def update_session(self, config: SessionConfig) -> SessionConfig:
         messages, notices = self.protocol.update(config)
@@ -87,7 +104,9 @@ class OpenAIProvider(SocketProvider):
             self._events.put_nowait(notice)
         return self.protocol.config
 
-    async def interrupt(self, played: Playback | None) -> None:
+    async def interrupt(self, played: Playback | None, cancel: bool = False) -> None:
+        if cancel and (message := self.protocol.cancel()) is not None:
+            self._send(message)
         message = self.protocol.truncate(played)
         if message is not None:
             self._send(message)
@@ -108,8 +127,8 @@ class OpenAIProvider(SocketProvider):
     # -- SocketProvider ------------------------------------------------------------------------
 
     async def _open(self) -> ClientConnection:
-        headers = {"Authorization": f"Bearer {self._settings.openai_api_key}"}
-        url = f"{self._settings.openai_url}?model={quote(self.model)}"
+        headers = {"Authorization": f"Bearer {self._openai.api_key}"}
+        url = f"{self._openai.url}?model={quote(self.model)}"
         ws = await self._connect(url, headers)
         self._control.clear()  # the setup below replaces anything queued for the old socket
         for setup in self.protocol.new_connection():
@@ -138,7 +157,7 @@ class OpenAIProvider(SocketProvider):
         return None
 
     def _session_cap(self) -> float | None:
-        return self._settings.openai_session_cap
+        return self._openai.session_cap
 
     def _audio_message(self, pcm: bytes) -> dict[str, Any]:
         return self.protocol.append_audio(pcm)
@@ -152,5 +171,5 @@ class OpenAIProvider(SocketProvider):
         return super()._fatal_close(code, reason)
 
 
-def unavailable_reason(settings: Settings) -> str | None:
-    return None if settings.openai_api_key else "OPENAI_API_KEY is not set"
+def unavailable_reason(options: OpenAIOptions) -> str | None:
+    return None if options.api_key else "no OpenAI API key (OPENAI_API_KEY)"

@@ -36,7 +36,6 @@ from typing import Any
 from bridge.audio.format import PCM16_24K, AudioFormat
 from bridge.audio.playout import Playback
 from bridge.core import events as ev
-from bridge.core.pricing import openai_cost
 from bridge.core.redact import redact
 from bridge.core.session_config import SessionConfig
 
@@ -219,9 +218,13 @@ class OpenAIRealtimeProtocol:
             "audio": base64.b64encode(data).decode("ascii"),
         }
 
-    def user_text(self, text: str) -> list[dict[str, Any]]:
-        """A typed user message and the request for a reply; held while a reply is active."""
-        if self.conn.response_active or self.conn.response_requested or self._retry_create:
+    def user_text(self, text: str, turn_complete: bool = True) -> list[dict[str, Any]]:
+        """A typed user message and the request for a reply; held while a reply is active.
+        Without ``turn_complete`` the message only joins the conversation."""
+        if not turn_complete:
+            self._remember(_Turn("user", text))
+            return [self._event("conversation.item.create", item=_user_item(text))]
+        if self._busy:
             if len(self._pending) >= MAX_PENDING_TEXTS:
                 self._pending.pop(0)
             self._pending.append(text)
@@ -230,19 +233,35 @@ class OpenAIRealtimeProtocol:
         self._pending.append(text)
         return self._answer_pending()
 
+    @property
+    def _busy(self) -> bool:
+        """A reply is being generated or asked for: another response.create would be refused."""
+        return self.conn.response_active or self.conn.response_requested or self._retry_create
+
     def _answer_pending(self) -> list[dict[str, Any]]:
         messages = []
         for text in self._pending:
             self._remember(_Turn("user", text))
-            item = {
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": text}],
-            }
-            messages.append(self._event("conversation.item.create", item=item))
+            messages.append(self._event("conversation.item.create", item=_user_item(text)))
         self._pending.clear()
         messages.append(self._response_create())
         return messages
+
+    def commit(self) -> list[dict[str, Any]]:
+        """End the user's audio turn (manual turns): commit the buffer and ask for a reply
+        (after the current one, if one is being generated)."""
+        messages = [self._event("input_audio_buffer.commit")]
+        if self._busy:
+            self._retry_create = True
+        else:
+            messages.append(self._response_create())
+        return messages
+
+    def cancel(self) -> dict[str, Any] | None:
+        """``response.cancel`` when a reply is under way (a client-initiated interrupt)."""
+        if not (self.conn.response_active or self.conn.response_requested):
+            return None
+        return self._event("response.cancel")
 
     def _response_create(self) -> dict[str, Any]:
         message = self._event("response.create")
@@ -403,7 +422,7 @@ class OpenAIRealtimeProtocol:
         out: list[ev.Event] = [ev.TurnComplete()]
         usage = response.get("usage")
         if isinstance(usage, dict):
-            out.append(ev.Usage(usage, openai_cost(self.model, usage)))
+            out.append(ev.Usage(usage))
         if self._pending:
             self._outbox.extend(self._answer_pending())
         elif self._retry_create:
@@ -476,6 +495,10 @@ class OpenAIRealtimeProtocol:
     @property
     def history(self) -> list[tuple[str, str]]:
         return [(t.role, t.text) for t in self._history]
+
+
+def _user_item(text: str) -> dict[str, Any]:
+    return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
 
 
 _Handler = Callable[[OpenAIRealtimeProtocol, dict[str, Any]], list[ev.Event]]

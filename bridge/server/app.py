@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from bridge.core.engine import Engine
 from bridge.core.errors import BridgeError
 from bridge.core.metrics import Metrics
 from bridge.core.redact import redact
@@ -14,7 +15,7 @@ from bridge.providers import PROVIDERS
 from bridge.server import signaling
 from bridge.server.cluster import Cluster
 from bridge.server.config import Settings
-from bridge.server.keys import CLUSTER, METRICS, REGISTRY, SETTINGS
+from bridge.server.keys import CLUSTER, ENGINE, METRICS, REGISTRY, SETTINGS
 from bridge.server.registry import SessionRegistry
 from bridge.transports.webrtc import datachannel, dtls
 from bridge.transports.webrtc.ice import restrict_host_addresses
@@ -35,8 +36,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except BridgeError as exc:
         status = getattr(exc, "status", 500)
-        settings = request.app[SETTINGS]
-        message = redact(exc.message, (settings.openai_api_key, settings.gemini_api_key))
+        message = redact(exc.message, request.app[ENGINE].secrets())
         response = error_body(exc.code, message, status)
         if status == 503:
             response.headers["Retry-After"] = "5"
@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
         handler_args={"keepalive_timeout": settings.header_timeout, "lingering_time": 1.0},
     )
     app[SETTINGS] = settings
+    app[ENGINE] = Engine(settings.provider_options())
     app[REGISTRY] = SessionRegistry(settings.max_sessions)
     app[METRICS] = Metrics()
     if cluster is not None:
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
     app.cleanup_ctx.append(_close_sessions)
     signaling.add_routes(app)
     for spec in PROVIDERS.values():
-        for note in spec.notes(settings):
+        model = signaling.default_model(settings, spec.name)
+        for note in spec.notes(model, app[ENGINE].options(spec.name)):
             log.warning("%s: %s", spec.name, note)
     return app

@@ -16,6 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.core.errors import ConfigError
+from bridge.providers.base import ProviderOptions
+from bridge.providers.echo import EchoOptions
+from bridge.providers.gemini import DEFAULT_URL as GEMINI_URL
+from bridge.providers.gemini import GeminiOptions
+from bridge.providers.openai import DEFAULT_URL as OPENAI_URL
+from bridge.providers.openai import OpenAIOptions
 
 PROVIDER_NAMES = ("echo", "openai", "gemini")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -63,10 +69,6 @@ class Settings:
         "seconds a connection may stay open without a complete request (headers included)",
         min=0.1,
     )
-    receive_jitter: str = _setting(
-        "immediate",
-        "inbound jitter buffer: immediate (no added delay) or aiortc (its own, 80+ ms)",
-    )
     max_reply_buffer_ms: int = _setting(
         60_000, "most reply audio buffered for playback per call, in ms", min=200
     )
@@ -82,14 +84,8 @@ class Settings:
     echo_max_utterance_ms: int = _setting(
         30_000, "echo provider: longest utterance it keeps to replay, in ms", min=100
     )
-    openai_url: str = _setting(
-        "wss://api.openai.com/v1/realtime", "OpenAI Realtime WebSocket URL (an emulator in tests)"
-    )
-    gemini_url: str = _setting(
-        "wss://generativelanguage.googleapis.com/ws/"
-        "google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent",
-        "Gemini Live WebSocket URL (an emulator in tests)",
-    )
+    openai_url: str = _setting(OPENAI_URL, "OpenAI Realtime WebSocket URL (an emulator in tests)")
+    gemini_url: str = _setting(GEMINI_URL, "Gemini Live WebSocket URL (an emulator in tests)")
     openai_transcription_model: str = _setting(
         "gpt-4o-mini-transcribe",
         "OpenAI model that transcribes the user's speech (gpt-4o-mini-transcribe shuts down "
@@ -142,8 +138,6 @@ class Settings:
                 raise ConfigError(f"{f.name} must be at most {hi} (got {value})")
         if self.provider and self.provider not in PROVIDER_NAMES:
             raise ConfigError(f"provider must be one of {', '.join(PROVIDER_NAMES)}")
-        if self.receive_jitter not in ("immediate", "aiortc"):
-            raise ConfigError("receive_jitter must be immediate or aiortc")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         for name in ("openai_url", "gemini_url"):
@@ -164,6 +158,35 @@ class Settings:
         if self.gemini_api_key:
             return "gemini"
         return "echo"
+
+    def provider_options(self) -> dict[str, ProviderOptions]:
+        """What each provider is given of these settings (never the settings themselves)."""
+        sockets: dict[str, Any] = {
+            "ping_interval": self.provider_ping_interval,
+            "reconnects": self.provider_reconnects,
+            "audio_queue_ms": self.provider_audio_queue_ms,
+        }
+        return {
+            "echo": EchoOptions(
+                threshold_dbfs=self.echo_threshold_dbfs,
+                silence_ms=self.echo_silence_ms,
+                max_utterance_ms=self.echo_max_utterance_ms,
+            ),
+            "openai": OpenAIOptions(
+                api_key=self.openai_api_key,
+                url=self.openai_url,
+                session_cap=self.openai_session_cap,
+                transcription_model=self.openai_transcription_model,
+                **sockets,
+            ),
+            "gemini": GeminiOptions(
+                api_key=self.gemini_api_key,
+                url=self.gemini_url,
+                resume_overlap_ms=self.gemini_resume_overlap_ms,
+                handle_wait=self.gemini_handle_wait,
+                **sockets,
+            ),
+        }
 
     @classmethod
     def from_sources(

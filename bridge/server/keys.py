@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from bridge.core.engine import Engine
 from bridge.core.metrics import Metrics
 from bridge.server.cluster import Cluster
 from bridge.server.config import Settings
@@ -13,3 +14,4 @@ SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", SessionRegistry)
 METRICS = web.AppKey("metrics", Metrics)
 CLUSTER = web.AppKey("cluster", Cluster)
+ENGINE = web.AppKey("engine", Engine)

@@ -1,4 +1,4 @@
-"""The live sessions of one bridge process, owned by the aiohttp application."""
+"""The live conversations of one bridge process (of any transport), owned by the app."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import logging
 import time
 from collections.abc import Iterator
 
+from bridge.core.conversation import Conversation
 from bridge.core.errors import BadRequest
-from bridge.transports.webrtc.peer import CallSession
 
 log = logging.getLogger(__name__)
 GC_DELAY_S = 2.0  # collect this long after a call ended (more ending meanwhile join in)
@@ -29,7 +29,7 @@ class SessionRegistry:
 
     def __init__(self, max_sessions: int, *, gc_delay: float = GC_DELAY_S) -> None:
         self.max_sessions = max_sessions
-        self._sessions: dict[str, CallSession] = {}
+        self._sessions: dict[str, Conversation] = {}
         self._gc_delay = gc_delay
         self._gc_handle: asyncio.TimerHandle | None = None
         self._last_gc = 0.0
@@ -43,11 +43,13 @@ class SessionRegistry:
                 status=503,
             )
 
-    def add(self, session: CallSession) -> None:
+    def add(self, session: Conversation) -> None:
+        """Count ``session`` from now on; it leaves by itself when it closes."""
         self.check_capacity()
         self._sessions[session.id] = session
+        session.on_closed.append(self.remove)
 
-    def remove(self, session: CallSession) -> None:
+    def remove(self, session: Conversation) -> None:
         if self._sessions.get(session.id) is session:
             del self._sessions[session.id]
             self._schedule_collection()
@@ -67,10 +69,10 @@ class SessionRegistry:
         self.collections += 1
         log.debug("collected %d objects in %.1f ms", freed, (self._last_gc - started) * 1000)
 
-    def get(self, session_id: str) -> CallSession | None:
+    def get(self, session_id: str) -> Conversation | None:
         return self._sessions.get(session_id)
 
-    def __iter__(self) -> Iterator[CallSession]:
+    def __iter__(self) -> Iterator[Conversation]:
         return iter(list(self._sessions.values()))
 
     def __len__(self) -> int:

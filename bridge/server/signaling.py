@@ -15,11 +15,13 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.core.conversation import CloseReason, Conversation
 from bridge.core.errors import BadRequest
 from bridge.core.session_config import SessionConfig
-from bridge.providers import PROVIDERS, create_provider
-from bridge.server.keys import CLUSTER, METRICS, REGISTRY, SETTINGS
-from bridge.transports.webrtc.peer import CallSession
+from bridge.providers import PROVIDERS, spec_of
+from bridge.server.config import Settings
+from bridge.server.keys import CLUSTER, ENGINE, METRICS, REGISTRY, SETTINGS
+from bridge.transports.webrtc.peer import WebRTCCall, WebRTCOptions
 from bridge.transports.webrtc.sdp import check_offer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -96,27 +98,36 @@ async def _start_session(
     model: str | None,
     session: object,
     kind: str,
-) -> tuple[CallSession, str]:
-    settings, registry = app[SETTINGS], app[REGISTRY]
+) -> tuple[WebRTCCall, str]:
+    settings, registry, engine = app[SETTINGS], app[REGISTRY], app[ENGINE]
     check_offer(offer_sdp)
     registry.check_capacity()
-    name = provider_name or settings.default_provider
-    spec = PROVIDERS.get(name)
-    base = SessionConfig(voice=spec.default_voice or None) if spec else SessionConfig()
+    spec = spec_of(provider_name or settings.default_provider)
+    base = SessionConfig(voice=spec.default_voice or None)
     config = base.merged(session if session is not None else {})
-    provider = create_provider(settings, name, model, config)
-    call = CallSession(
+    conversation = Conversation(
         session_id=_new_session_id(app),
-        settings=settings,
-        provider=provider,
+        provider=engine.create_provider(
+            spec.name, model or default_model(settings, spec.name), config
+        ),
         config=config,
-        kind=kind,
-        on_closed=registry.remove,
-        metrics=app[METRICS],
+        engine=engine,
+        connect_timeout=settings.provider_connect_timeout,
     )
-    registry.add(call)
+    call = WebRTCCall(conversation, webrtc_options(settings), kind=kind, metrics=app[METRICS])
+    registry.add(conversation)
     answer = await call.start(offer_sdp)
     return call, answer
+
+
+def webrtc_options(settings: Settings) -> WebRTCOptions:
+    return WebRTCOptions(
+        ice_servers=settings.ice_servers,
+        connect_timeout=settings.connect_timeout,
+        inactivity_timeout=settings.inactivity_timeout,
+        max_reply_buffer_ms=settings.max_reply_buffer_ms,
+        max_text_chars=settings.max_text_chars,
+    )
 
 
 def _new_session_id(app: web.Application) -> str:
@@ -138,7 +149,7 @@ async def post_offer(request: web.Request) -> web.Response:
         _optional_str(body, "provider"),
         _optional_str(body, "model"),
         body.get("session"),
-        kind="offer",
+        kind="webrtc",
     )
     return web.json_response({"sdp": answer, "type": "answer", "session_id": call.id})
 
@@ -173,7 +184,7 @@ async def options_whip(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={"Accept-Post": "application/sdp", **WHIP_CORS})
 
 
-def _session(request: web.Request) -> CallSession:
+def _session(request: web.Request) -> Conversation:
     call = request.app[REGISTRY].get(request.match_info["id"])
     if call is None:
         raise BadRequest("no such session", code="not_found", status=404)
@@ -208,7 +219,7 @@ async def get_session(request: web.Request) -> web.StreamResponse:
 
 @_routed
 async def delete_session(request: web.Request) -> web.StreamResponse:
-    await _session(request).close("deleted")
+    await _session(request).close(CloseReason.DELETED)
     return web.json_response({"status": "closed"}, headers=WHIP_CORS)
 
 
@@ -231,12 +242,18 @@ async def list_sessions(request: web.Request) -> web.Response:
     return web.json_response({"sessions": sessions})
 
 
+def default_model(settings: Settings, provider: str) -> str | None:
+    """``--model`` applies to the default provider only."""
+    return settings.model or None if provider == settings.default_provider else None
+
+
 async def list_providers(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
+    settings, engine = request.app[SETTINGS], request.app[ENGINE]
     default = settings.default_provider
     items = []
     for spec in PROVIDERS.values():
-        reason = spec.unavailable_reason(settings)
+        options = engine.options(spec.name)
+        reason = spec.unavailable_reason(options)
         items.append(
             {
                 "name": spec.name,
@@ -245,7 +262,7 @@ async def list_providers(request: web.Request) -> web.Response:
                 "default": spec.name == default,
                 "default_model": spec.default_model,
                 "models": spec.models(),
-                "warnings": spec.notes(settings),
+                "warnings": spec.notes(default_model(settings, spec.name), options),
                 "voices": list(spec.voices),
                 "default_voice": spec.default_voice,
             }

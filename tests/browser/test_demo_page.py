@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GEMINI_TEST_KEY, OPENAI_TEST_KEY
+from tests.support import GEMINI_TEST_KEY, OPENAI_TEST_KEY
 
 pytestmark = pytest.mark.browser
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiortc.rtcsctptransport import RTCSctpTransport
 
+from bridge.core import commands as cmd
 from bridge.core.errors import BadRequest
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,36 @@ def parse(message: str | bytes, max_bytes: int) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise BadRequest("message must be an object with a 'type'", code="invalid_event")
     return data
+
+
+def to_command(data: dict[str, Any], max_text_chars: int) -> cmd.Command:
+    """A parsed client message as a conversation command (:class:`BadRequest` otherwise).
+
+    ``session.update`` (fields of the session), ``text`` (a typed message; ``turn_complete``
+    false only adds it to the turn) and ``interrupt`` (stop the reply now).
+    """
+    kind = data["type"]
+    if kind == "session.update":
+        session = data.get("session")
+        if not isinstance(session, dict):
+            raise BadRequest("'session' must be an object", code="invalid_session")
+        return cmd.UpdateSession(session)
+    if kind == "text":
+        text = data.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise BadRequest("'text' must be a non-empty string", code="invalid_event")
+        if len(text) > max_text_chars:
+            raise BadRequest(f"'text' is over {max_text_chars} characters", code="invalid_event")
+        turn_complete = data.get("turn_complete", True)
+        if not isinstance(turn_complete, bool):
+            raise BadRequest("'turn_complete' must be true or false", code="invalid_event")
+        return cmd.SendText(text, turn_complete)
+    if kind == "interrupt":
+        return cmd.Interrupt()
+    raise BadRequest(
+        f"unknown event type {shown(kind)} (expected session.update, text or interrupt)",
+        code="unknown_event",
+    )
 
 
 def _too_deep(text: str) -> bool:

@@ -9,8 +9,8 @@ table), resamples it with one stateful resampler to the provider's format, and h
 A G.711 payload for a G.711 provider is passed on as it is. aiortc's decoder then has nothing
 to do and its track queue stays empty.
 
-This touches aiortc's private receiver (see :mod:`bridge.audio.jitter`); the setting
-``receive_jitter=aiortc`` turns it off.
+This touches aiortc's private receiver (see :mod:`bridge.transports.webrtc.jitter`); the
+aiortc version is pinned and every call runs through it: it is the bridge's one inbound path.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ class InboundAudio:
         self.packets = 0
         self.dropped = 0
         self.decode_errors = 0
-        self.delivered_ms = 0
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         seq = packet.sequence_number
@@ -87,7 +86,6 @@ class InboundAudio:
         target = self._target
         if codec in ("pcmu", "pcma"):
             if target.encoding == codec:
-                self.delivered_ms += len(payload) // 8
                 self._deliver(payload)  # G.711 to a G.711 provider: untouched
                 return
             samples, rate = g711.decode(payload, codec), 8000
@@ -98,10 +96,8 @@ class InboundAudio:
             return
         pcm = self._resampler.resample_pcm(samples, rate)
         if target.is_g711:
-            self.delivered_ms += pcm.size // 8
             self._deliver(g711.encode(pcm, target.encoding))
             return
-        self.delivered_ms += pcm.size * 1000 // target.rate
         for piece in split(pcm, self._chunk):
             self._deliver(piece)
 
