@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import enum
 import logging
 import time
@@ -140,8 +141,10 @@ class Conversation:
         config: SessionConfig,
         engine: Engine,
         connect_timeout: float = 15.0,
+        locked: frozenset[str] = frozenset(),
     ) -> None:
         self.id = session_id
+        self.locked = locked  # session fields clients may not change
         self.provider = provider
         self.config = config
         self.engine = engine
@@ -154,8 +157,12 @@ class Conversation:
         self.input_format = self.output_format = PCM16_24K
         self.on_closed: list[Callable[[Conversation], None]] = []
         self.audio_in_bytes = 0
+        self.audio_out_bytes = 0
+        self.tokens = 0
         self.cost = CostTotal()
         self.errors = 0
+        self.last_turn_latency_ms: float | None = None
+        self._turn_ended_at: float | None = None  # the user finished; the reply is awaited
         self.provider.observer = _HookObserver(self)
         self._emit: Callable[[ev.Event], None] = lambda event: None
         self._commands: asyncio.Queue[cmd.Command] = asyncio.Queue(MAX_PENDING_COMMANDS)
@@ -283,13 +290,35 @@ class Conversation:
                 if not text.strip():
                     raise BadRequest("'text' must be a non-empty string", code="invalid_event")
                 await self.provider.send_text(text, turn_complete)
+                if turn_complete:
+                    self._user_turn_ended()
             case cmd.CommitAudio():
                 await self.provider.commit_audio()
+                self._user_turn_ended()
             case cmd.UpdateSession(session=update):
+                self.check_unlocked(update)
                 self.config = await self.provider.update_session(self.config.merged(update))
             case cmd.Interrupt():
                 played = self.sink.flush()
                 await self.provider.interrupt(played, cancel=True)
+
+    def check_unlocked(self, update: dict[str, Any]) -> None:
+        """Refuse an update that touches a field the server owns."""
+        locked = sorted(set(update) & self.locked)
+        if locked:
+            raise BadRequest(
+                f"session.{locked[0]} is set by the server and cannot be changed",
+                code="locked_field",
+            )
+
+    def _user_turn_ended(self) -> None:
+        self._turn_ended_at = asyncio.get_running_loop().time()
+
+    def _reply_began(self) -> None:
+        if self._turn_ended_at is not None:
+            elapsed = asyncio.get_running_loop().time() - self._turn_ended_at
+            self.last_turn_latency_ms = round(elapsed * 1000, 1)
+            self._turn_ended_at = None
 
     # -- output side ---------------------------------------------------------------------------
 
@@ -332,6 +361,8 @@ class Conversation:
         """Apply the policies to one provider event; False when the conversation is over."""
         match event:
             case ev.AudioOut(pcm=pcm, item_id=item_id):
+                self.audio_out_bytes += len(pcm)
+                self._reply_began()
                 self.sink.push(pcm, item_id)
             case ev.AudioDone(item_id=item_id):
                 self.sink.end_of_reply(item_id)
@@ -341,6 +372,12 @@ class Conversation:
                 played = self.sink.flush()
                 self.emit(event)
                 await self.provider.interrupt(played)
+            case ev.SpeechStopped():
+                self._user_turn_ended()
+                self.emit(event)
+            case ev.TextDelta():
+                self._reply_began()
+                self.emit(event)
             case ev.Interrupted():
                 self.sink.flush()
                 self.emit(event)
@@ -369,6 +406,9 @@ class Conversation:
         name, model = self.provider.name, self.provider.model
         cost = self.engine.costs.record(self.id, name, model, usage)
         self.cost.add(cost)
+        total = usage.get("total_tokens", usage.get("totalTokenCount"))
+        if isinstance(total, int) and not isinstance(total, bool) and total > 0:
+            self.tokens += total
         completion = hooks.Completion(self.id, name, model, usage, cost)
         self.engine.hooks.emit("onCompletion", completion)
         return ev.Usage(usage, cost)
@@ -388,8 +428,13 @@ class Conversation:
     def audio_in_ms(self) -> int:
         return self.input_format.bytes_to_ms(self.audio_in_bytes)
 
+    @property
+    def audio_out_ms(self) -> int:
+        return self.output_format.bytes_to_ms(self.audio_out_bytes)
+
     def describe(self) -> dict[str, Any]:
         """What ``GET /sessions`` shows; never includes secrets."""
+        stats = self.provider.stats()
         return {
             "id": self.id,
             "transport": self.transport.kind if self.transport is not None else None,
@@ -397,12 +442,18 @@ class Conversation:
             "provider": self.provider.name,
             "model": self.provider.model,
             "created_at": self.created_at,
+            "started": datetime.datetime.fromtimestamp(self.created_at, datetime.UTC).isoformat(),
             "duration_s": round(time.time() - self.created_at, 3),
             "audio_in_ms": self.audio_in_ms,
+            "audio_in_s": round(self.audio_in_ms / 1000, 3),
+            "audio_out_s": round(self.audio_out_ms / 1000, 3),
+            "tokens": self.tokens,
             "cost_usd": self.cost_usd,
             "usage_reports": self.usage_reports,
             "errors": self.errors,
+            "reconnects": stats.get("reconnects", 0) + stats.get("resumes", 0),
+            "last_turn_latency_ms": self.last_turn_latency_ms,
             "close_reason": self.close_reason,
-            "provider_stats": self.provider.stats(),
+            "provider_stats": stats,
             **(self.transport.describe() if self.transport is not None else {}),
         }

@@ -10,12 +10,14 @@ never printed: ``repr(settings)`` masks them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.core.errors import ConfigError
+from bridge.core.errors import BadRequest, ConfigError
+from bridge.core.session_config import SessionConfig
 from bridge.providers.base import ProviderOptions
 from bridge.providers.echo import EchoOptions
 from bridge.providers.gemini import DEFAULT_URL as GEMINI_URL
@@ -24,6 +26,7 @@ from bridge.providers.openai import DEFAULT_URL as OPENAI_URL
 from bridge.providers.openai import OpenAIOptions
 
 PROVIDER_NAMES = ("echo", "openai", "gemini")
+RESERVED_PATHS = ("/", "/offer", "/whip", "/sessions", "/providers", "/healthz", "/stats")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -125,8 +128,28 @@ class Settings:
     )
     log_level: str = _setting("info", "debug, info, warning or error")
     static_dir: str = _setting("", "folder of the demo page (default: the repo's static/)")
+    session_defaults: str = _setting(
+        "",
+        "session every call starts from, as JSON in the events-channel shape, e.g. "
+        '{"instructions": "Be brief.", "voice": "marin"} (clients merge their own into it)',
+    )
+    lock_instructions: bool = _setting(
+        False, "clients may not replace the instructions of session_defaults"
+    )
+    gateway_path: str = _setting("/realtime", "path of the WebSocket gateway's envelope mode")
+    gateway_max_message_bytes: int = _setting(
+        1024 * 1024,
+        "largest message a gateway client may send (larger ones close the socket with 1009)",
+        min=1024,
+    )
+    public_url: str = _setting(
+        "",
+        "the bridge's public http(s) URL, for links it hands out (Twilio's stream URL, its "
+        "signature check); default: from each request's Host header",
+    )
     openai_api_key: str = field(default="", repr=False, metadata={"secret": "OPENAI_API_KEY"})
     gemini_api_key: str = field(default="", repr=False, metadata={"secret": "GEMINI_API_KEY"})
+    twilio_auth_token: str = field(default="", repr=False, metadata={"secret": "TWILIO_AUTH_TOKEN"})
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -144,9 +167,29 @@ class Settings:
             url = getattr(self, name)
             if not url.startswith(("ws://", "wss://")):
                 raise ConfigError(f"{name} must be a ws:// or wss:// URL (got {url!r})")
+        if not self.gateway_path.startswith("/") or self.gateway_path in RESERVED_PATHS:
+            raise ConfigError(
+                f"gateway_path must be a free path starting with / (got {self.gateway_path!r})"
+            )
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise ConfigError(f"public_url must be an http(s) URL (got {self.public_url!r})")
+        self.session_base  # noqa: B018 - validates session_defaults now, not mid-call
         for url in self.ice_servers:
             if not url.startswith(("stun:", "turn:", "turns:")):
                 raise ConfigError(f"ice_servers: {url!r} is not a stun:, turn: or turns: URL")
+
+    @property
+    def session_base(self) -> SessionConfig:
+        """The session every call starts from (``session_defaults``)."""
+        if not self.session_defaults:
+            return SessionConfig()
+        try:
+            update = json.loads(self.session_defaults)
+            return SessionConfig().merged(update)
+        except (ValueError, RecursionError):
+            raise ConfigError("session_defaults is not valid JSON") from None
+        except BadRequest as exc:
+            raise ConfigError(f"session_defaults: {exc.message}") from None
 
     @property
     def default_provider(self) -> str:
@@ -225,6 +268,11 @@ def parse_value(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
             return int(raw)
         if kind == "float":
             return float(raw)
+        if kind == "bool":
+            value = raw.strip().lower()
+            if value not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return value in ("1", "true", "yes", "on")
         if kind.startswith("tuple"):
             return tuple(part.strip() for part in raw.split(",") if part.strip())
         return raw.strip()

@@ -10,6 +10,7 @@ import asyncio
 import json
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -103,16 +104,16 @@ async def _start_session(
     check_offer(offer_sdp)
     registry.check_capacity()
     spec = spec_of(provider_name or settings.default_provider)
-    base = SessionConfig(voice=spec.default_voice or None)
-    config = base.merged(session if session is not None else {})
+    config = session_config(settings, spec.name, session)
     conversation = Conversation(
-        session_id=_new_session_id(app),
+        session_id=new_session_id(app),
         provider=engine.create_provider(
             spec.name, model or default_model(settings, spec.name), config
         ),
         config=config,
         engine=engine,
         connect_timeout=settings.provider_connect_timeout,
+        locked=locked_fields(settings),
     )
     call = WebRTCCall(conversation, webrtc_options(settings), kind=kind, metrics=app[METRICS])
     registry.add(conversation)
@@ -130,7 +131,25 @@ def webrtc_options(settings: Settings) -> WebRTCOptions:
     )
 
 
-def _new_session_id(app: web.Application) -> str:
+def locked_fields(settings: Settings) -> frozenset[str]:
+    return frozenset({"instructions"}) if settings.lock_instructions else frozenset()
+
+
+def session_config(settings: Settings, provider: str, update: object) -> SessionConfig:
+    """``session_defaults`` (with the provider's own voice unless they name one), merged with
+    a client's ``update``; locked fields may not be in it."""
+    base = settings.session_base
+    if base.voice is None:
+        base = replace(base, voice=spec_of(provider).default_voice or None)
+    if isinstance(update, dict) and settings.lock_instructions and "instructions" in update:
+        raise BadRequest(
+            "session.instructions is set by the server and cannot be changed",
+            code="locked_field",
+        )
+    return base.merged(update if update is not None else {})
+
+
+def new_session_id(app: web.Application) -> str:
     token = secrets.token_urlsafe(12)
     cluster = app.get(CLUSTER)
     return cluster.session_id(token) if cluster is not None else token
