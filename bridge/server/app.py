@@ -15,6 +15,7 @@ from bridge.providers import PROVIDERS
 from bridge.server import signaling
 from bridge.server.cluster import Cluster
 from bridge.server.config import Settings
+from bridge.server.conversations import default_model
 from bridge.server.keys import CLUSTER, ENGINE, METRICS, REGISTRY, SETTINGS
 from bridge.server.registry import SessionRegistry
 from bridge.transports.webrtc import datachannel, dtls
@@ -88,7 +89,7 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
     app.cleanup_ctx.append(_close_sessions)
     signaling.add_routes(app)
     for spec in PROVIDERS.values():
-        model = signaling.default_model(settings, spec.name)
+        model = default_model(settings, spec.name)
         for note in spec.notes(model, app[ENGINE].options(spec.name)):
             log.warning("%s: %s", spec.name, note)
     return app

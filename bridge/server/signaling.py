@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +16,11 @@ from aiohttp import web
 
 from bridge.core.conversation import CloseReason, Conversation
 from bridge.core.errors import BadRequest
-from bridge.core.session_config import SessionConfig
-from bridge.providers import PROVIDERS, spec_of
+from bridge.providers import PROVIDERS
 from bridge.server.config import Settings
+from bridge.server.conversations import default_model, new_conversation
 from bridge.server.keys import CLUSTER, ENGINE, METRICS, REGISTRY, SETTINGS
+from bridge.transports.twilio import add_routes as add_twilio_routes
 from bridge.transports.webrtc.peer import WebRTCCall, WebRTCOptions
 from bridge.transports.webrtc.sdp import check_offer
 
@@ -50,6 +49,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/stats", stats)
     app.router.add_post("/stats/reset", reset_stats)
+    add_twilio_routes(app)
     app.router.add_get("/", index)
     app.router.add_get("/static/{path:.+}", _static_files(app[SETTINGS].static_dir))
 
@@ -100,23 +100,11 @@ async def _start_session(
     session: object,
     kind: str,
 ) -> tuple[WebRTCCall, str]:
-    settings, registry, engine = app[SETTINGS], app[REGISTRY], app[ENGINE]
     check_offer(offer_sdp)
-    registry.check_capacity()
-    spec = spec_of(provider_name or settings.default_provider)
-    config = session_config(settings, spec.name, session)
-    conversation = Conversation(
-        session_id=new_session_id(app),
-        provider=engine.create_provider(
-            spec.name, model or default_model(settings, spec.name), config
-        ),
-        config=config,
-        engine=engine,
-        connect_timeout=settings.provider_connect_timeout,
-        locked=locked_fields(settings),
-    )
+    conversation = new_conversation(app, provider_name, model, session)
+    settings = app[SETTINGS]
     call = WebRTCCall(conversation, webrtc_options(settings), kind=kind, metrics=app[METRICS])
-    registry.add(conversation)
+    app[REGISTRY].add(conversation)
     answer = await call.start(offer_sdp)
     return call, answer
 
@@ -129,30 +117,6 @@ def webrtc_options(settings: Settings) -> WebRTCOptions:
         max_reply_buffer_ms=settings.max_reply_buffer_ms,
         max_text_chars=settings.max_text_chars,
     )
-
-
-def locked_fields(settings: Settings) -> frozenset[str]:
-    return frozenset({"instructions"}) if settings.lock_instructions else frozenset()
-
-
-def session_config(settings: Settings, provider: str, update: object) -> SessionConfig:
-    """``session_defaults`` (with the provider's own voice unless they name one), merged with
-    a client's ``update``; locked fields may not be in it."""
-    base = settings.session_base
-    if base.voice is None:
-        base = replace(base, voice=spec_of(provider).default_voice or None)
-    if isinstance(update, dict) and settings.lock_instructions and "instructions" in update:
-        raise BadRequest(
-            "session.instructions is set by the server and cannot be changed",
-            code="locked_field",
-        )
-    return base.merged(update if update is not None else {})
-
-
-def new_session_id(app: web.Application) -> str:
-    token = secrets.token_urlsafe(12)
-    cluster = app.get(CLUSTER)
-    return cluster.session_id(token) if cluster is not None else token
 
 
 async def post_offer(request: web.Request) -> web.Response:
@@ -259,11 +223,6 @@ async def list_sessions(request: web.Request) -> web.Response:
         for answer in await cluster.gather("/sessions?local=1"):
             sessions.extend(answer.get("sessions", []))
     return web.json_response({"sessions": sessions})
-
-
-def default_model(settings: Settings, provider: str) -> str | None:
-    """``--model`` applies to the default provider only."""
-    return settings.model or None if provider == settings.default_provider else None
 
 
 async def list_providers(request: web.Request) -> web.Response:
