@@ -25,12 +25,9 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from bridge.emulators.openai_connection import Connection
-from bridge.emulators.openai_session import (
-    EmulatedSession,
-    OpenAIEmulatorOptions,
-    default_session,
-)
+from bridge.emulators.openai_session import EmulatedSession, OpenAIEmulatorOptions
 from bridge.emulators.server import EmulatorServer
+from bridge.protocols.openai_server import default_session
 
 __all__ = ["EmulatedSession", "OpenAIEmulator", "OpenAIEmulatorOptions"]
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
-import itertools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -16,54 +14,19 @@ from websockets.asyncio.server import ServerConnection
 from bridge.audio import g711
 from bridge.audio.vad import EnergyVad, VadEvent
 from bridge.emulators.openai_reply import stream_response
-from bridge.emulators.openai_session import (
-    EmulatedSession,
-    EmulatorError,
-    OpenAIEmulatorOptions,
+from bridge.emulators.openai_session import EmulatedSession, OpenAIEmulatorOptions
+from bridge.protocols.openai_server import (
+    ProtocolError,
+    ServerEvents,
+    check_item,
+    check_truncate,
+    committed_events,
+    decode_append,
+    event_id_of,
     merged_session,
     new_id,
+    parse_client_event,
 )
-
-CLIENT_EVENTS = (
-    "session.update",
-    "input_audio_buffer.append",
-    "input_audio_buffer.commit",
-    "input_audio_buffer.clear",
-    "conversation.item.create",
-    "conversation.item.retrieve",
-    "conversation.item.truncate",
-    "conversation.item.delete",
-    "response.create",
-    "response.cancel",
-    "output_audio_buffer.clear",
-)
-
-
-ROLE_PARTS = {
-    "user": {"input_text", "input_audio", "input_image"},
-    "assistant": {"output_text", "output_audio"},
-    "system": {"input_text"},
-}
-
-
-def _check_message(item: dict[str, Any]) -> None:
-    """A message item as the GA server checks it: a known role with content parts it takes."""
-    role = item.get("role")
-    if role not in ROLE_PARTS:
-        raise EmulatorError("invalid_value", f"Invalid value: {role!r}.", "item.role")
-    content = item.get("content")
-    if not isinstance(content, list):
-        raise EmulatorError("invalid_type", "Invalid type for 'item.content'.", "item.content")
-    for i, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind not in ROLE_PARTS[role]:
-            raise EmulatorError(
-                "invalid_value",
-                f"Invalid value: {kind!r}. Supported values are: "
-                + ", ".join(f"'{k}'" for k in sorted(ROLE_PARTS[role]))
-                + ".",
-                f"item.content[{i}].type",
-            )
 
 
 class Connection:
@@ -79,7 +42,7 @@ class Connection:
     ):
         self.opt, self.ws, self.rec = options, ws, rec
         self._take_fault, self._stalled = take_fault, stalled
-        self.ids = itertools.count(1)
+        self.events = ServerEvents()
         self.buffer = bytearray()  # uncommitted input audio
         self.buffer_start_ms = 0  # session ms at the start of ``buffer``
         self.appended_ms = 0.0
@@ -98,21 +61,17 @@ class Connection:
     # -- plumbing ------------------------------------------------------------------------------
 
     async def send(self, kind: str, **fields: Any) -> None:
-        event = {"type": kind, "event_id": f"event_{next(self.ids):06d}", **fields}
+        await self.send_event(self.events.event(kind, **fields))
+
+    async def send_event(self, event: dict[str, Any]) -> None:
         self.rec.wire.append(("out", event))
+        if event["type"] == "error":
+            self.rec.errors.append(event["error"])
         with contextlib.suppress(Exception):
             await self.ws.send(json.dumps(event))
 
     async def error(self, code: str, message: str, param: str | None, event_id: Any) -> None:
-        error = {
-            "type": "invalid_request_error",
-            "code": code,
-            "message": message,
-            "param": param,
-            "event_id": event_id,
-        }
-        self.rec.errors.append(error)
-        await self.send("error", error=error)
+        await self.send_event(self.events.error(code, message, param, event_id))
 
     def _setup_vad(self) -> None:
         td = self.rec.session["audio"]["input"]["turn_detection"]
@@ -132,33 +91,21 @@ class Connection:
     async def handle(self, raw: str | bytes) -> None:
         try:
             message = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            self.rec.wire.append(("in", raw))
-            await self.error("invalid_event", f"Invalid JSON in event: {exc}"[:200], None, None)
-            return
+        except (ValueError, RecursionError):
+            message = raw
         self.rec.wire.append(("in", message))
-        if not isinstance(message, dict):
-            await self.error("invalid_event", "Events must be JSON objects.", None, None)
-            return
-        event_id = message.get("event_id") if isinstance(message.get("event_id"), str) else None
-        kind = message.get("type")
-        if kind != "input_audio_buffer.append":
+        if isinstance(message, dict) and message.get("type") != "input_audio_buffer.append":
             self.rec.received.append(message)
+        event_id = event_id_of(message)
         try:
-            if kind is None:
-                raise EmulatorError("invalid_event", "The 'type' field is missing.")
-            if not isinstance(kind, str) or kind not in CLIENT_EVENTS:
-                supported = ", ".join(f"'{k}'" for k in CLIENT_EVENTS)
-                raise EmulatorError(
-                    "invalid_value",
-                    f"Invalid value: {str(kind)[:64]!r}. Supported values are: {supported}.",
-                    "type",
-                )
+            message = parse_client_event(raw)
+            kind = message["type"]
             handler = getattr(self, "on_" + kind.replace(".", "_"), None)
             if handler is not None:
                 await handler(message)
-        except EmulatorError as exc:
-            await self.error(exc.code, exc.message, exc.param, event_id)
+        except ProtocolError as exc:
+            exc.event_id = exc.event_id or event_id
+            await self.send_event(self.events.from_error(exc))
         except (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError):
             # A field of the wrong type somewhere: the server answers, the session goes on.
             await self.error(
@@ -173,15 +120,7 @@ class Connection:
         await self.send("session.updated", session=self.rec.session)
 
     async def on_input_audio_buffer_append(self, m: dict[str, Any]) -> None:
-        audio = m.get("audio")
-        if not isinstance(audio, str):
-            raise EmulatorError(
-                "missing_required_parameter", "Missing required parameter: 'audio'.", "audio"
-            )
-        try:
-            data = base64.b64decode(audio, validate=True)
-        except (binascii.Error, ValueError):
-            raise EmulatorError("invalid_value", "Invalid base64 in 'audio'.", "audio") from None
+        data = decode_append(m)
         fmt = self.rec.input_format
         if self.opt.reply == "loopback":  # an instant echo, for latency benchmarks
             await self.send(
@@ -190,7 +129,7 @@ class Connection:
                 item_id="item_loopback",
                 output_index=0,
                 content_index=0,
-                delta=audio,
+                delta=m["audio"],
             )
             return
         self.rec.audio += data
@@ -237,17 +176,10 @@ class Connection:
         previous, self.last_item = self.last_item, item_id
         self.buffer = bytearray()
         self.buffer_start_ms = int(self.appended_ms)
-        await self.send("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
-        item = {
-            "id": item_id,
-            "type": "message",
-            "status": "completed",
-            "role": "user",
-            "content": [{"type": "input_audio", "transcript": None}],
-        }
-        self.items[item_id] = {**item, "audio": audio}
-        await self.send("conversation.item.added", previous_item_id=previous, item=item)
-        await self.send("conversation.item.done", previous_item_id=previous, item=item)
+        events = committed_events(self.events, item_id, previous)
+        self.items[item_id] = {**events[-1]["item"], "audio": audio}
+        for event in events:
+            await self.send_event(event)
         if self.rec.session["audio"]["input"]["transcription"]:
             ms = self.rec.input_format.bytes_to_ms(len(audio))
             text = f"(user audio, {ms} ms)"
@@ -275,7 +207,7 @@ class Connection:
         fmt = self.rec.input_format
         ms = fmt.bytes_to_ms(len(self.buffer))
         if ms < 100:
-            raise EmulatorError(
+            raise ProtocolError(
                 "input_audio_buffer_commit_empty",
                 "Error committing input audio buffer: buffer too small. Expected at least 100ms "
                 f"of audio, but buffer only has {ms:.2f}ms of audio.",
@@ -288,15 +220,7 @@ class Connection:
         await self.send("input_audio_buffer.cleared")
 
     async def on_conversation_item_create(self, m: dict[str, Any]) -> None:
-        item = m.get("item")
-        if not isinstance(item, dict) or item.get("type") not in (
-            "message",
-            "function_call",
-            "function_call_output",
-        ):
-            raise EmulatorError("invalid_value", "Invalid 'item'.", "item")
-        if item["type"] == "message":
-            _check_message(item)
+        item = check_item(m)
         item = {"id": item.get("id") or new_id("item"), "status": "completed", **item}
         self.items[item["id"]] = item
         previous, self.last_item = self.last_item, item["id"]
@@ -321,33 +245,15 @@ class Connection:
     def _item(self, m: dict[str, Any], code: str) -> dict[str, Any]:
         item_id = m.get("item_id")
         if not isinstance(item_id, str):
-            raise EmulatorError(
+            raise ProtocolError(
                 "missing_required_parameter", "Missing required parameter: 'item_id'.", "item_id"
             )
         if item_id not in self.items:
-            raise EmulatorError(code, f"Item with item_id '{item_id}' not found.", "item_id")
+            raise ProtocolError(code, f"Item with item_id '{item_id}' not found.", "item_id")
         return self.items[item_id]
 
     async def on_conversation_item_truncate(self, m: dict[str, Any]) -> None:
-        item_id = m.get("item_id")
-        end_ms = m.get("audio_end_ms")
-        if not isinstance(end_ms, int) or end_ms < 0:
-            raise EmulatorError(
-                "invalid_value", "audio_end_ms must be a non-negative integer.", "audio_end_ms"
-            )
-        duration = self.rec.generated_ms.get(str(item_id))
-        if duration is None:
-            raise EmulatorError(
-                "item_truncate_invalid_item_id",
-                f"Item with item_id '{item_id}' not found or is not an assistant audio item.",
-                "item_id",
-            )
-        if end_ms > duration:
-            raise EmulatorError(
-                "invalid_value",
-                f"Audio content of {duration}ms is already shorter than {end_ms}ms",
-                "audio_end_ms",
-            )
+        item_id, end_ms = check_truncate(m, self.rec.generated_ms)
         await self.send(
             "conversation.item.truncated",
             item_id=item_id,
@@ -357,7 +263,7 @@ class Connection:
 
     async def on_response_create(self, m: dict[str, Any]) -> None:
         if self.response is not None:
-            raise EmulatorError(
+            raise ProtocolError(
                 "conversation_already_has_active_response",
                 f"Conversation already has an active response in progress: {self.response_id}. "
                 "Wait until the response is finished before creating a new one.",
@@ -366,7 +272,7 @@ class Connection:
 
     async def on_response_cancel(self, m: dict[str, Any]) -> None:
         if self.response is None:
-            raise EmulatorError(
+            raise ProtocolError(
                 "response_cancel_not_active", "Cancellation failed: no active response found"
             )
         self.response.cancel()

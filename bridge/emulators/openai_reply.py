@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import math
 from typing import Any, Protocol
 
@@ -11,7 +10,8 @@ import numpy as np
 
 from bridge.audio import g711
 from bridge.audio.resample import Resampler
-from bridge.emulators.openai_session import EmulatedSession, OpenAIEmulatorOptions, new_id
+from bridge.emulators.openai_session import EmulatedSession, OpenAIEmulatorOptions
+from bridge.protocols.openai_server import ResponseStream, ServerEvents
 
 
 class Connection(Protocol):
@@ -25,8 +25,11 @@ class Connection(Protocol):
     responses: int
     response: asyncio.Task[None] | None
     response_id: str | None
+    events: ServerEvents
 
     async def send(self, kind: str, **fields: Any) -> None: ...
+
+    async def send_event(self, event: dict[str, Any]) -> None: ...
 
     def arm_barge_in(self) -> None: ...
 
@@ -57,103 +60,65 @@ async def stream_response(
     """Stream one response in the documented GA order; cancellation ends it as cut."""
     session = conn.rec.session
     audio_mode = session["output_modalities"] == ["audio"] and conn.opt.reply != "text"
-    item_id = new_id("item")
-    out = conn.rec.output_format
-    fmt_obj = session["audio"]["output"]["format"]
-    response = {
-        "object": "realtime.response",
-        "id": rid,
-        "status": "in_progress",
-        "status_details": None,
-        "output": [],
-        "conversation_id": "conv_emulated",
-        "output_modalities": session["output_modalities"],
-        "max_output_tokens": "inf",
-        "audio": {"output": {"format": fmt_obj, "voice": session["audio"]["output"]["voice"]}},
-        "usage": None,
-        "metadata": None,
-    }
-    await conn.send("response.created", response=response)
-    item: dict[str, Any] = {
-        "id": item_id,
-        "type": "message",
-        "status": "in_progress",
-        "role": "assistant",
-        "content": [],
-    }
-    await conn.send("response.output_item.added", response_id=rid, output_index=0, item=item)
-    await conn.send("conversation.item.added", previous_item_id=conn.last_item, item=item)
+    stream = ResponseStream(
+        conn.events, session, audio=audio_mode, previous_item_id=conn.last_item, response_id=rid
+    )
+    item_id = stream.item_id
     conn.last_item = item_id
-    where = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
-    part = {"type": "audio", "transcript": ""} if audio_mode else {"type": "text", "text": ""}
-    await conn.send("response.content_part.added", **where, part=part)
+    out = conn.rec.output_format
+    for event in stream.start():
+        await conn.send_event(event)
     words = conn.opt.reply_text.split()
     sent_words: list[str] = []
     audio = reply_audio(conn, user_audio) if audio_mode else b""
     step = out.ms_to_bytes(conn.opt.delta_ms)
-    status, details = "completed", None
+    status, reason = "completed", None
     try:
         if audio_mode:
             for i in range(0, len(audio), step):
                 if words:
                     sent_words.append(words.pop(0))
-                    await conn.send(
-                        "response.output_audio_transcript.delta",
-                        **where,
-                        delta=(" " if len(sent_words) > 1 else "") + sent_words[-1],
-                    )
+                    delta = (" " if len(sent_words) > 1 else "") + sent_words[-1]
+                    await conn.send_event(stream.text_delta(delta))
                 chunk = audio[i : i + step]
                 conn.rec.generated_ms[item_id] = out.bytes_to_ms(i + len(chunk))
                 conn.audio_produced = True
                 if i == 0:
                     conn.arm_barge_in()
-                await conn.send(
-                    "response.output_audio.delta",
-                    **where,
-                    delta=base64.b64encode(chunk).decode(),
-                )
+                await conn.send_event(stream.audio_delta(chunk))
                 await asyncio.sleep(
                     conn.opt.delta_ms / 1000 / conn.opt.speed if conn.opt.speed > 0 else 0
                 )
         for word in words:
             sent_words.append(word)
-            kind = (
-                "response.output_audio_transcript.delta"
-                if audio_mode
-                else "response.output_text.delta"
-            )
-            await conn.send(kind, **where, delta=(" " if len(sent_words) > 1 else "") + word)
+            await conn.send_event(stream.text_delta((" " if len(sent_words) > 1 else "") + word))
         words = []
     except asyncio.CancelledError:
-        status, details = "cancelled", {"type": "cancelled", "reason": "turn_detected"}
-    text = " ".join(sent_words)
-    if audio_mode:
-        await conn.send("response.output_audio.done", **where)
-        await conn.send("response.output_audio_transcript.done", **where, transcript=text)
-        part = {"type": "audio", "transcript": text}
-        content = [{"type": "output_audio", "transcript": text}]
-    else:
-        await conn.send("response.output_text.done", **where, text=text)
-        part = {"type": "text", "text": text}
-        content = [{"type": "output_text", "text": text}]
-    await conn.send("response.content_part.done", **where, part=part)
-    item = {
-        **item,
-        "status": "completed" if status == "completed" else "incomplete",
-        "content": content,
-    }
-    generated = audio[: out.ms_to_bytes(conn.rec.generated_ms.get(item_id, 0))]
-    conn.items[item_id] = {**item, "audio": generated if audio_mode else None}
-    await conn.send("response.output_item.done", response_id=rid, output_index=0, item=item)
-    await conn.send("conversation.item.done", previous_item_id=None, item=item)
+        status, reason = "cancelled", "turn_detected"
     generated_ms = conn.rec.generated_ms.get(item_id, 0)
     conn.responses += 1
+    usage = _usage(conn, speech_ms, generated_ms, len(sent_words))
+    closing = stream.finish(status, usage, reason)
+    generated = audio[: out.ms_to_bytes(generated_ms)]
+    conn.items[item_id] = {**stream.item, "audio": generated if audio_mode else None}
+    for event in closing[:-1]:
+        await conn.send_event(event)
+    conn.response, conn.response_id = None, None
+    await conn.send_event(closing[-1])
+    await conn.send(
+        "rate_limits.updated",
+        rate_limits=[{"name": "tokens", "limit": 40000, "remaining": 38000, "reset_seconds": 2.0}],
+    )
+
+
+def _usage(conn: Connection, speech_ms: int, generated_ms: int, words: int) -> dict[str, Any]:
+    """Token counts shaped like the GA server's, roughly proportional to what was said."""
     cached = 64 if conn.responses > 1 else 0
     audio_in = math.ceil(speech_ms / 100) + 4
-    text_in = len(str(session.get("instructions") or "")) // 4 + 8
+    text_in = len(str(conn.rec.session.get("instructions") or "")) // 4 + 8
     audio_out = math.ceil(generated_ms / 50)
-    text_out = len(sent_words)
-    usage = {
+    text_out = words
+    return {
         "total_tokens": audio_in + text_in + audio_out + text_out,
         "input_tokens": audio_in + text_in,
         "output_tokens": audio_out + text_out,
@@ -170,16 +135,3 @@ async def stream_response(
         },
         "output_token_details": {"text_tokens": text_out, "audio_tokens": audio_out},
     }
-    response = {
-        **response,
-        "status": status,
-        "status_details": details,
-        "output": [item],
-        "usage": usage,
-    }
-    conn.response, conn.response_id = None, None
-    await conn.send("response.done", response=response)
-    await conn.send(
-        "rate_limits.updated",
-        rate_limits=[{"name": "tokens", "limit": 40000, "remaining": 38000, "reset_seconds": 2.0}],
-    )
