@@ -82,10 +82,13 @@ async def test_serve_runs_the_service_and_stops_cleanly() -> None:
             for _ in range(200):
                 try:
                     async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
-                        assert await r.json() == {"status": "ok", "sessions": 0}
+                        health = await r.json()
+                    assert health["sessions"] == 0
+                    if health["status"] == "ok":  # "degraded" while a worker still starts
                         break
                 except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)
+                    pass
+                await asyncio.sleep(0.05)
             else:
                 raise AssertionError("bridge did not start")
             async with http.get(f"http://127.0.0.1:{port}/providers") as r:

@@ -1,7 +1,7 @@
 """What any transport may ask of a conversation, besides streaming audio.
 
 A transport turns its own wire (the WebRTC ``events`` channel, an SDK ``send()``, later a
-gateway's OpenAI client events) into these and hands them to
+the gateway's OpenAI client events) into these and hands them to
 :meth:`~bridge.core.conversation.Conversation.submit`; the conversation applies them in order,
 once its provider session is open (what comes earlier waits, it is not lost). User audio does
 not go through here: it is the hot path (:meth:`Conversation.send_audio`).
@@ -40,4 +40,13 @@ class Interrupt:
     provider told what was heard."""
 
 
-Command = SendText | CommitAudio | UpdateSession | Interrupt
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """A client event in the provider's own protocol, already checked against the server's
+    policy, to pass through as it is (the gateway in front of OpenAI). Providers that don't
+    speak the client's protocol refuse it."""
+
+    message: dict[str, Any]
+
+
+Command = SendText | CommitAudio | UpdateSession | Interrupt | Relay

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import enum
 import logging
@@ -79,6 +80,7 @@ class CloseReason(enum.StrEnum):
     PROVIDER_CLOSED = "provider_closed"
     DELETED = "deleted"
     CLIENT_CLOSED = "client_closed"
+    CLIENT_TOO_SLOW = "client_too_slow"
     SERVER_SHUTDOWN = "server_shutdown"
     BAD_OFFER = "bad_offer"
     INTERNAL_ERROR = "internal_error"
@@ -301,6 +303,14 @@ class Conversation:
             case cmd.Interrupt():
                 played = self.sink.flush()
                 await self.provider.interrupt(played, cancel=True)
+            case cmd.Relay(message=message):
+                relay = getattr(self.provider, "relay", None)
+                if relay is None:
+                    raise BadRequest(
+                        f"{self.provider.name} does not take events in the OpenAI protocol",
+                        code="not_supported",
+                    )
+                relay(message)
 
     def check_unlocked(self, update: dict[str, Any]) -> None:
         """Refuse an update that touches a field the server owns."""
@@ -326,7 +336,7 @@ class Conversation:
         """An event for the transport; errors are redacted of credentials first."""
         if isinstance(event, ev.Error):
             self.errors += 1
-            event = ev.Error(event.code, redact(event.message, self._secrets), event.fatal)
+            event = dataclasses.replace(event, message=redact(event.message, self._secrets))
             self.engine.hooks.emit(
                 "onRealtimeError",
                 hooks.RealtimeError(

@@ -119,13 +119,16 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Error:
-    """Something went wrong; ``fatal`` errors end the session after being reported."""
+    """Something went wrong; ``fatal`` errors end the session after being reported. ``param``
+    names the field at fault and ``event_id`` the client event it answers, when known."""
 
     type: ClassVar[str] = "error"
 
     code: str
     message: str
     fatal: bool = False
+    param: str | None = None
+    event_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from bridge.emulators.openai_session import EmulatedSession, OpenAIEmulatorOptio
 from bridge.protocols.openai_server import (
     ProtocolError,
     ServerEvents,
+    check_commit,
     check_item,
     check_truncate,
     committed_events,
@@ -205,13 +206,7 @@ class Connection:
 
     async def on_input_audio_buffer_commit(self, m: dict[str, Any]) -> None:
         fmt = self.rec.input_format
-        ms = fmt.bytes_to_ms(len(self.buffer))
-        if ms < 100:
-            raise ProtocolError(
-                "input_audio_buffer_commit_empty",
-                "Error committing input audio buffer: buffer too small. Expected at least 100ms "
-                f"of audio, but buffer only has {ms:.2f}ms of audio.",
-            )
+        check_commit(fmt.bytes_to_ms(len(self.buffer)))
         await self._commit(new_id("item"), bytes(self.buffer))
 
     async def on_input_audio_buffer_clear(self, m: dict[str, Any]) -> None:

@@ -149,6 +149,10 @@ class ProtocolError(Exception):
         self.event_id = event_id if isinstance(event_id, str) else None
 
 
+def _invalid_type(param: str) -> ProtocolError:
+    return ProtocolError("invalid_type", f"Invalid type for '{param}'.", param)
+
+
 def _unknown(param: str) -> ProtocolError:
     return ProtocolError("unknown_parameter", f"Unknown parameter: '{param}'.", param)
 
@@ -158,7 +162,7 @@ def _check_turn_detection(value: object) -> None:
         return
     param = "session.audio.input.turn_detection"
     kind = value.get("type") if isinstance(value, dict) else None
-    if not isinstance(value, dict) or kind not in TURN_DETECTION_KEYS:
+    if not isinstance(value, dict) or not isinstance(kind, str) or kind not in TURN_DETECTION_KEYS:
         raise ProtocolError(
             "invalid_value",
             f"Invalid value: {kind!r}. Supported values are: 'server_vad' and 'semantic_vad'.",
@@ -178,9 +182,10 @@ def _check_transcription(value: object) -> None:
     for key in value:
         if key not in TRANSCRIPTION_KEYS:
             raise _unknown(f"{param}.{key}")
-    if value.get("model") not in TRANSCRIPTION_MODELS:
+    model = value.get("model")
+    if not isinstance(model, str) or model not in TRANSCRIPTION_MODELS:
         raise ProtocolError(
-            "invalid_value", f"Invalid value: {value.get('model')!r}.", f"{param}.model"
+            "invalid_value", f"Invalid value: {str(model)[:64]!r}.", f"{param}.model"
         )
 
 
@@ -206,22 +211,34 @@ def merged_session(
     for key in update:
         if key not in SESSION_KEYS:
             raise _unknown(f"session.{key}")
+    for key in ("instructions", "model"):
+        if key in update and not isinstance(update[key], str):
+            raise _invalid_type(f"session.{key}")
     audio = update.get("audio") or {}
+    if not isinstance(audio, dict):
+        raise _invalid_type("session.audio")
     for side, allowed in (("input", AUDIO_INPUT_KEYS), ("output", AUDIO_OUTPUT_KEYS)):
-        for key, value in (audio.get(side) or {}).items():
+        part = audio.get(side) or {}
+        if not isinstance(part, dict):
+            raise _invalid_type(f"session.audio.{side}")
+        for key, value in part.items():
             if key not in allowed:
                 raise _unknown(f"session.audio.{side}.{key}")
             if key == "turn_detection":
                 _check_turn_detection(value)
             elif key == "transcription":
                 _check_transcription(value)
+            elif key == "voice" and not isinstance(value, str):
+                raise _invalid_type("session.audio.output.voice")
             elif key == "voice" and value != current["audio"]["output"]["voice"]:
                 if audio_produced:
                     raise ProtocolError("cannot_update_voice", VOICE_LOCKED, "session.audio.output")
             elif key == "format":
-                fmt_type = (value or {}).get("type")
-                if fmt_type not in FORMATS or (
-                    fmt_type == "audio/pcm" and value.get("rate", 24000) != 24000
+                fmt_type = value.get("type") if isinstance(value, dict) else None
+                if (
+                    not isinstance(fmt_type, str)
+                    or fmt_type not in FORMATS
+                    or (fmt_type == "audio/pcm" and value.get("rate", 24000) != 24000)
                 ):
                     raise ProtocolError(
                         "invalid_value",
@@ -286,17 +303,27 @@ def decode_append(message: dict[str, Any]) -> bytes:
         raise ProtocolError("invalid_value", "Invalid base64 in 'audio'.", "audio") from None
 
 
+def check_commit(buffered_ms: float) -> None:
+    """A commit needs at least 100 ms of uncommitted audio."""
+    if buffered_ms < 100:
+        raise ProtocolError(
+            "input_audio_buffer_commit_empty",
+            "Error committing input audio buffer: buffer too small. Expected at least 100ms "
+            f"of audio, but buffer only has {buffered_ms:.2f}ms of audio.",
+        )
+
+
 def check_message_item(item: dict[str, Any]) -> None:
     """A message item as the GA server checks it: a known role with content parts it takes."""
     role = item.get("role")
-    if role not in ROLE_PARTS:
+    if not isinstance(role, str) or role not in ROLE_PARTS:
         raise ProtocolError("invalid_value", f"Invalid value: {role!r}.", "item.role")
     content = item.get("content")
     if not isinstance(content, list):
         raise ProtocolError("invalid_type", "Invalid type for 'item.content'.", "item.content")
     for i, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind not in ROLE_PARTS[role]:
+        if not isinstance(kind, str) or kind not in ROLE_PARTS[role]:
             raise ProtocolError(
                 "invalid_value",
                 f"Invalid value: {kind!r}. Supported values are: "
@@ -349,11 +376,12 @@ def check_truncate(message: dict[str, Any], generated_ms: dict[str, int]) -> tup
 class ServerEvents:
     """Server events with their ``event_id``s, in one session's sequence."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "event_") -> None:
         self._ids = itertools.count(1)
+        self._prefix = prefix
 
     def event(self, kind: str, **fields: Any) -> dict[str, Any]:
-        return {"type": kind, "event_id": f"event_{next(self._ids):06d}", **fields}
+        return {"type": kind, "event_id": f"{self._prefix}{next(self._ids):06d}", **fields}
 
     def error(
         self,

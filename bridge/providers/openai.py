@@ -17,6 +17,7 @@ particular to OpenAI:
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -80,6 +81,9 @@ class OpenAIProvider(SocketProvider):
     def __init__(self, model: str, config: SessionConfig, options: OpenAIOptions) -> None:
         super().__init__(model or DEFAULT_MODEL, options)
         self._openai = options
+        self.raw_listener: Callable[[str | bytes], None] | None = None
+        """Set by a pass-through transport: every server message, as received."""
+        self._created_passed = False
         check_lifecycle("OpenAI", self.model, openai_lifecycle(self.model))
         self.protocol = OpenAIRealtimeProtocol(
             self.model, config, transcription_model=options.transcription_model
@@ -111,6 +115,10 @@ class OpenAIProvider(SocketProvider):
         if message is not None:
             self._send(message)
 
+    def relay(self, message: dict[str, Any]) -> None:
+        """Pass a client's own OpenAI event through, after the audio it appended so far."""
+        self._send_after_audio(self.protocol.relay(message))
+
     def stats(self) -> dict[str, Any]:
         return {
             **super().stats(),
@@ -135,6 +143,20 @@ class OpenAIProvider(SocketProvider):
             await self._send_now(ws, setup)
         return ws
 
+    def _pass_on(self, raw: str | bytes) -> None:
+        """Server events for a client that speaks this protocol itself. Errors are left out
+        (they reach it as error events, redacted), and so is the ``session.created`` of a
+        renewed session: to the client it is one session throughout."""
+        kind = self.protocol.last_type
+        if kind is None or kind == "error":
+            return
+        if kind == "session.created":
+            if self._created_passed:
+                return
+            self._created_passed = True
+        assert self.raw_listener is not None
+        self.raw_listener(raw)
+
     def _refused(self, status: int) -> ProviderError:
         if status in HTTP_FATAL:
             code, message = HTTP_FATAL[status]
@@ -143,6 +165,8 @@ class OpenAIProvider(SocketProvider):
 
     def _receive(self, raw: str | bytes) -> list[ev.Event]:
         events = self.protocol.receive(raw)
+        if self.raw_listener is not None:
+            self._pass_on(raw)
         outbox = self.protocol.take_outbox()
         if outbox:
             self._send(*outbox)

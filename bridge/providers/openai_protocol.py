@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bridge.audio.format import PCM16_24K, AudioFormat
+from bridge.audio.format import PCM16_24K, PCMA_8K, PCMU_8K, AudioFormat
 from bridge.audio.playout import Playback
 from bridge.core import events as ev
 from bridge.core.redact import redact
@@ -87,6 +87,7 @@ IGNORED = {
 MAX_HISTORY_ITEMS = 40
 MAX_HISTORY_CHARS = 16_000
 MAX_PENDING_TEXTS = 16
+MAX_RELAYED_IDS = 256  # client event ids remembered to route their errors back
 
 
 @dataclass
@@ -143,6 +144,11 @@ class OpenAIRealtimeProtocol:
         self._pending: list[str] = []  # typed messages waiting for the current reply to end
         self._retry_create = False
         self._outbox: list[dict[str, Any]] = []
+        self.last_type: str | None = None  # of the message :meth:`receive` saw last
+        # Pass-through (a gateway client speaking this protocol itself): see :meth:`relay`.
+        self.relaying = False
+        self.client_session: dict[str, Any] = {}
+        self._relayed_ids: OrderedDict[str, None] = OrderedDict()
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -189,6 +195,8 @@ class OpenAIRealtimeProtocol:
         }
         if c.instructions is not None:
             session["instructions"] = c.instructions
+        if self.client_session:
+            session = deep_merged(session, self.client_session)
         message = self._event("session.update", session=session)
         self._update_ids.add(message["event_id"])
         return message
@@ -211,6 +219,28 @@ class OpenAIRealtimeProtocol:
             )
             config = replace(config, voice=self.config.voice)
         return [self.session_update(config)], notices
+
+    def relay(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A client's own event, passed through unchanged (the gateway checked it). Errors that
+        answer it reach the client as they are, and a ``session.update`` is kept so that a
+        renewed session is configured the same way."""
+        self.relaying = True
+        event_id = message.get("event_id")
+        if isinstance(event_id, str):
+            self._relayed_ids[event_id] = None
+            while len(self._relayed_ids) > MAX_RELAYED_IDS:
+                self._relayed_ids.popitem(last=False)
+        kind = message.get("type")
+        if kind == "session.update" and isinstance(message.get("session"), dict):
+            self.client_session = deep_merged(self.client_session, message["session"])
+            audio = self.client_session.get("audio")
+            for side in ("input", "output"):
+                fmt = format_of(audio.get(side) if isinstance(audio, dict) else None)
+                if fmt is not None:
+                    setattr(self, f"{side}_format", fmt)
+        elif kind == "response.create":
+            self.conn.response_requested = True
+        return message
 
     def append_audio(self, data: bytes) -> dict[str, Any]:
         return {
@@ -321,6 +351,7 @@ class OpenAIRealtimeProtocol:
 
     def receive(self, raw: str | bytes) -> list[ev.Event]:
         """Translate one server message; unknown or malformed ones are counted, never fatal."""
+        self.last_type = None
         try:
             message = json.loads(raw)
         except (ValueError, RecursionError):
@@ -329,7 +360,7 @@ class OpenAIRealtimeProtocol:
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             self.unknown_events["<no type>"] += 1
             return []
-        kind = message["type"][:64]
+        kind = self.last_type = message["type"][:64]
         handler = _HANDLERS.get(kind)
         if handler is None:
             if kind not in IGNORED:
@@ -439,6 +470,15 @@ class OpenAIRealtimeProtocol:
         if code == "session_expired":
             self.conn.expired = True
             return []
+        own = event_id in self._create_ids or event_id in self._truncate_ids
+        if self.relaying and not own and event_id not in self._update_ids:
+            # The client's own request failed: it hears exactly what OpenAI said.
+            param = error.get("param") if isinstance(error.get("param"), str) else None
+            fatal = code in FATAL_CODES
+            event = ev.Error(code, message, fatal, param=param, event_id=event_id)
+            if fatal:
+                self.conn.fatal = event
+            return [event]
         if event_id in self._create_ids and code == "conversation_already_has_active_response":
             # Our typed message's reply collided with one the server started itself (VAD):
             # ask again once that one is done.
@@ -495,6 +535,24 @@ class OpenAIRealtimeProtocol:
     @property
     def history(self) -> list[tuple[str, str]]:
         return [(t.role, t.text) for t in self._history]
+
+
+def deep_merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` merged in, objects key by key (``update`` wins)."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def format_of(side: object) -> AudioFormat | None:
+    """The audio format named by ``session.audio.input`` or ``.output``, if one is."""
+    fmt = side.get("format") if isinstance(side, dict) else None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    return {"audio/pcm": PCM16_24K, "audio/pcmu": PCMU_8K, "audio/pcma": PCMA_8K}.get(str(kind))
 
 
 def _user_item(text: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from bridge.core.errors import BadRequest, ConfigError
 from bridge.core.session_config import SessionConfig
+from bridge.protocols.openai_server import CLIENT_EVENTS
 from bridge.providers.base import ProviderOptions
 from bridge.providers.echo import EchoOptions
 from bridge.providers.gemini import DEFAULT_URL as GEMINI_URL
@@ -26,8 +27,29 @@ from bridge.providers.openai import DEFAULT_URL as OPENAI_URL
 from bridge.providers.openai import OpenAIOptions
 
 PROVIDER_NAMES = ("echo", "openai", "gemini")
-RESERVED_PATHS = ("/", "/offer", "/whip", "/sessions", "/providers", "/healthz", "/stats")
+RESERVED_PATHS = (
+    "/",
+    "/offer",
+    "/whip",
+    "/sessions",
+    "/providers",
+    "/healthz",
+    "/stats",
+    "/v1/realtime",
+    "/telephony/twilio",
+    "/telephony/twilio/voice",
+)
 LOG_LEVELS = ("debug", "info", "warning", "error")
+GATEWAY_EVENTS = (
+    "session.update",
+    "input_audio_buffer.append",
+    "input_audio_buffer.commit",
+    "input_audio_buffer.clear",
+    "conversation.item.create",
+    "response.create",
+    "response.cancel",
+    "conversation.item.truncate",
+)
 
 
 def _setting(default: Any, help: str, **limits: Any) -> Any:
@@ -142,6 +164,11 @@ class Settings:
         "largest message a gateway client may send (larger ones close the socket with 1009)",
         min=1024,
     )
+    gateway_events: tuple[str, ...] = _setting(
+        GATEWAY_EVENTS,
+        "OpenAI client event types gateway clients may send, comma separated (others get an "
+        "error event)",
+    )
     public_url: str = _setting(
         "",
         "the bridge's public http(s) URL, for links it hands out (Twilio's stream URL, its "
@@ -170,6 +197,12 @@ class Settings:
         if not self.gateway_path.startswith("/") or self.gateway_path in RESERVED_PATHS:
             raise ConfigError(
                 f"gateway_path must be a free path starting with / (got {self.gateway_path!r})"
+            )
+        unknown = sorted(set(self.gateway_events) - set(CLIENT_EVENTS))
+        if unknown:
+            raise ConfigError(
+                f"gateway_events: {', '.join(unknown)} not OpenAI Realtime client events "
+                f"(known: {', '.join(CLIENT_EVENTS)})"
             )
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError(f"public_url must be an http(s) URL (got {self.public_url!r})")

@@ -20,6 +20,7 @@ from bridge.providers import PROVIDERS
 from bridge.server.config import Settings
 from bridge.server.conversations import default_model, new_conversation
 from bridge.server.keys import CLUSTER, ENGINE, METRICS, REGISTRY, SETTINGS
+from bridge.transports.gateway import add_routes as add_gateway_routes
 from bridge.transports.twilio import add_routes as add_twilio_routes
 from bridge.transports.webrtc.peer import WebRTCCall, WebRTCOptions
 from bridge.transports.webrtc.sdp import check_offer
@@ -50,6 +51,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/stats", stats)
     app.router.add_post("/stats/reset", reset_stats)
     add_twilio_routes(app)
+    add_gateway_routes(app)
     app.router.add_get("/", index)
     app.router.add_get("/static/{path:.+}", _static_files(app[SETTINGS].static_dir))
 
@@ -271,7 +273,23 @@ async def reset_stats(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "sessions": len(request.app[REGISTRY])})
+    """Alive, with the number of calls: this worker's and, with several, all workers' (a
+    worker that does not answer is listed as unreachable, and the service is ``degraded``)."""
+    mine = len(request.app[REGISTRY])
+    cluster = request.app.get(CLUSTER)
+    if cluster is None or "local" in request.query:
+        return web.json_response({"status": "ok", "sessions": mine})
+    answers = await cluster.gather("/healthz?local=1")
+    workers = len(cluster.sockets)
+    total = mine + sum(int(a.get("sessions", 0)) for a in answers if isinstance(a, dict))
+    return web.json_response(
+        {
+            "status": "ok" if len(answers) == workers - 1 else "degraded",
+            "sessions": total,
+            "workers": workers,
+            "workers_answering": len(answers) + 1,
+        }
+    )
 
 
 async def index(request: web.Request) -> web.StreamResponse:
