@@ -225,6 +225,8 @@ class RealtimeSession:
         self.conversation = Conversation(
             session_id=self.id, provider=provider, config=config, engine=engine
         )
+        self._open_event: ev.Open | None = None
+        self._open_told: list[Callable[[Any], None]] = []  # open callbacks already called
         self._callbacks: dict[str, list[Callable[[Any], None]]] = {
             kind: [] for kind in (*ev.EVENT_TYPES, "*")
         }
@@ -256,7 +258,9 @@ class RealtimeSession:
         """Send ``{"text": ...}`` and/or ``{"audio": bytes}`` (in :attr:`input_format`).
 
         With ``turn_complete`` (the default) the turn ends here and the model answers; with
-        false, a turn streams over several calls (e.g. audio chunks). Safe from any thread.
+        false, a turn streams over several calls (e.g. audio chunks). A commit takes in
+        exactly the audio sent before it. Text does not end an audio turn left open: send
+        its last chunk with ``turn_complete`` first. Safe from any thread.
         """
         if isinstance(data, str):
             data = {"text": data}
@@ -276,6 +280,8 @@ class RealtimeSession:
             raise ValueError(f"unknown event type {kind!r} (known: {', '.join(self._callbacks)})")
         callbacks = self._callbacks[kind]
         callbacks.append(callback)
+        if kind == "open":  # sticky: a session may open before its callbacks are registered
+            self._call(self._opened_already, callback)
 
         def unsubscribe() -> None:
             with contextlib.suppress(ValueError):
@@ -378,7 +384,22 @@ class RealtimeSession:
             self._arrived = asyncio.Event()
         return self._arrived
 
+    def _opened_already(self, callback: Callable[[Any], None]) -> None:
+        if (
+            self._open_event is not None
+            and callback in self._callbacks["open"]
+            and callback not in self._open_told
+        ):
+            self._open_told.append(callback)
+            try:
+                callback(self._open_event)
+            except Exception:
+                log.exception("an open callback raised; skipped")
+
     def _dispatch(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Open):
+            self._open_event = event
+            self._open_told = list(self._callbacks["open"])
         for callback in [*self._callbacks[event.type], *self._callbacks["*"]]:
             try:
                 callback(event)

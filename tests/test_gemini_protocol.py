@@ -209,6 +209,10 @@ def test_a_handle_keeps_only_the_overlap_and_unfinished_text() -> None:
     assert p.replay_size == 6
     later = sent_audio(p, 3)
     assert p.new_connection() == [text, *tail, *later]
+    # An attempt that fails before setupComplete leaves the log for the next one.
+    assert p.replay_size == 9
+    assert p.new_connection() == [text, *tail, *later]
+    p.set_up()
     assert p.replay_size == 0
 
 
@@ -235,6 +239,8 @@ def test_resuming_before_the_due_handle_never_replays_a_finished_turn() -> None:
     feed(p, {"serverContent": {"turnComplete": True}})
     after = sent_audio(p, 2)
     assert p.new_connection() == after  # not the text: it was answered
+    assert p.new_connection() == after  # a second attempt: counted once, when set up
+    p.set_up()
     assert p.dropped_turns == 1
 
 

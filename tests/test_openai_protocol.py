@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bridge.audio.format import PCMU_8K
+from bridge.audio.format import PCM16_24K, PCMU_8K
 from bridge.audio.playout import Playback
 from bridge.core import events as ev
 from bridge.core.pricing import price
@@ -371,3 +371,58 @@ def test_the_transcription_model_is_a_setting() -> None:
     )
     (update,) = judged(p.session_update())
     assert update["session"]["audio"]["input"]["transcription"] == {"model": "gpt-live-transcribe"}
+
+
+def test_what_was_queued_for_a_dropped_socket_reaches_the_new_session() -> None:
+    p = proto()
+    p.new_connection()
+    feed(p, '{"type":"session.updated","session":{}}')
+    # Queued while the socket was already gone: audio, a commit, a typed message, an update.
+    append = p.append_audio(b"\x01\x00" * 2400)
+    commit = p.commit()
+    text = p.user_text("hello")
+    update, _ = p.update(p.config.merged({"instructions": "x"}))
+    relayed = p.relay({"type": "conversation.item.create", "event_id": "client_1", "item": {}})
+    unsent = [append, *commit, *text, *update, relayed]
+    setup = judged(*p.new_connection())
+    carried = p.carried_over(unsent, setup)
+    # The setup answers the typed message (it was waiting for the commit's reply); the
+    # audio, the commit and the client's own item still go, and the commit's reply is asked
+    # for once that one is done; the old update is in the setup's session.update.
+    assert [m["type"] for m in setup[-2:]] == ["conversation.item.create", "response.create"]
+    assert "hello" in json.dumps(setup[-2])
+    assert setup[0]["session"]["instructions"] == "x"
+    assert carried == [append, commit[0], relayed]
+    assert p.conn.response_requested
+    assert p.user_text("again") == []  # waits for the reply
+    done = {"type": "response.done", "response": {"id": "r1", "status": "completed"}}
+    feed(p, json.dumps({"type": "response.created", "response": {"id": "r1"}}), json.dumps(done))
+    assert [m["type"] for m in p.take_outbox()][-1] == "response.create"
+    # Carrying is idempotent: a second failed attempt carries the same.
+    assert p.carried_over(carried, p.new_connection()) == carried
+
+
+def test_a_reply_asked_for_on_a_dropped_socket_is_asked_for_again() -> None:
+    p = proto()
+    p.new_connection()
+    feed(p, '{"type":"session.updated","session":{}}')
+    unsent = [p.append_audio(b"\x01\x00" * 2400), *p.commit()]
+    setup = p.new_connection()
+    assert p.carried_over(unsent, setup) == unsent
+    assert p.conn.response_requested
+
+
+def test_audio_held_for_a_new_socket_is_bounded_by_duration_not_chunks() -> None:
+    """5 ms chunks (a burst) and one 4 s chunk (the SDK) are held alike: up to
+    ``audio_queue_ms`` of audio, the oldest dropped first."""
+    from bridge.providers.openai import OpenAIOptions, OpenAIProvider
+
+    provider = OpenAIProvider("gpt-realtime-2.1", SessionConfig(), OpenAIOptions(api_key="k"))
+    chunk = bytes(PCM16_24K.ms_to_bytes(5))
+    for _ in range(800):  # 4 s in 800 chunks
+        provider.send_audio(chunk)
+    assert provider.dropped_audio_chunks == 0
+    provider.send_audio(bytes(PCM16_24K.ms_to_bytes(4000)))  # 8 s: the oldest 3 s go
+    assert provider.dropped_audio_chunks == 600
+    provider.configure_audio("pcmu")  # 8 bytes a millisecond: the bound follows the format
+    assert provider._input_bytes_per_ms() == 8

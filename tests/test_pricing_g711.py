@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.audio import g711
 from bridge.core.pricing import (
@@ -16,6 +19,7 @@ from bridge.core.pricing import (
     gemini_prices,
     openai_cost,
     openai_prices,
+    price,
 )
 from bridge.providers.models import GEMINI_LIVE_MODELS, OPENAI_REALTIME_MODELS
 
@@ -134,3 +138,31 @@ def test_g711_decode_encode_round_trips_every_code() -> None:
         again = g711.encode(g711.decode(codes, law), law)
         # mu-law has two zeros (0x7F and 0xFF); everything else comes back unchanged.
         assert sum(a != b for a, b in zip(codes, again, strict=True)) <= 1, law
+
+
+@given(
+    value=st.one_of(
+        st.floats(),  # NaN, infinities included
+        st.integers(-(10**30), 10**30),
+        st.text(max_size=5),
+        st.none(),
+        st.booleans(),
+    ),
+    key=st.sampled_from(["text_tokens", "audio_tokens", "tokenCount", "promptTokenCount"]),
+)
+def test_any_usage_report_prices_to_a_finite_cost_or_none(value: object, key: str) -> None:
+    """A provider's usage report is outside input: pricing never raises and never returns
+    NaN, infinity or a negative amount (it would end the call, or poison the totals)."""
+    reports = [
+        ("openai", "gpt-realtime-2.1", {"input_token_details": {key: value}}),
+        ("openai", "gpt-realtime-2.1", {"output_token_details": {key: value, "cached": value}}),
+        ("gemini", "gemini-3.8-live", {key: value, "promptTokensDetails": [{key: value}]}),
+        (
+            "gemini",
+            "gemini-3.8-live",
+            {"responseTokensDetails": [{"modality": "AUDIO", key: value}]},
+        ),
+    ]
+    for provider, model, usage in reports:
+        cost = price(provider, model, usage)
+        assert cost is None or (math.isfinite(cost) and cost >= 0), (usage, cost)

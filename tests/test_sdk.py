@@ -21,7 +21,7 @@ from bridge.core import hooks
 from bridge.core.pricing import CostCollector
 from bridge.emulators.gemini import GeminiEmulator, GeminiEmulatorOptions
 from tests.peer import dominant_frequency, tone
-from tests.support import judge_gemini
+from tests.support import judge_gemini, wait_until
 
 
 @pytest.fixture
@@ -109,6 +109,24 @@ async def test_audio_in_chunks_then_committed(targets: Any, model: str) -> None:
     # echo and the Gemini emulator (reply="echo") replay what they heard; OpenAI's answers 660 Hz
     expected = 660 if model.startswith("openai") else 440
     assert abs(dominant_frequency(reply, 24000) - expected) < 10
+
+
+async def test_turns_sent_back_to_back_stay_apart(targets: Any) -> None:
+    """A commit takes in only the audio sent before it, even when both turns are sent before
+    the first commit is applied (the reviewer's case: they merged into one 3 s turn)."""
+    session = create_realtime("echo/echo", modalities=("text",), engine=targets)
+    rate = session.input_format.rate
+    session.send({"audio": tone(440, 1.0, rate).astype("<i2").tobytes()})
+    session.send({"audio": tone(440, 2.0, rate).astype("<i2").tobytes()})
+    replies: list[str] = []
+    async with asyncio.timeout(15):
+        async for event in session:
+            if isinstance(event, ev.TextDelta):
+                replies.append(event.delta)
+            if len(replies) == 2:
+                break
+    await session.aclose()
+    assert replies == ["(you spoke for 1.0 s)", "(you spoke for 2.0 s)"]
 
 
 def test_bad_arguments_fail_at_once() -> None:
@@ -273,3 +291,56 @@ async def test_errors_reach_the_error_hook_redacted(start_openai_emulator: Any) 
     assert [(e.code, e.fatal) for e in errors] == [("invalid_api_key", True)]
     assert "sk-secret" not in errors[0].message
     assert events[-1] == ev.Close("provider_error")
+
+
+async def test_an_open_callback_registered_after_open_still_runs(targets: Any) -> None:
+    session = create_realtime("echo/echo", modalities=("text",), engine=targets)
+    async with asyncio.timeout(10):
+        async for event in session:
+            if event.type == "open":
+                break
+    opened: list[ev.Event] = []
+    session.on("open", opened.append)  # late: called at once (on the loop), exactly once
+    await asyncio.sleep(0)
+    await session.aclose()
+    assert [e.type for e in opened] == ["open"]
+
+
+async def test_closing_while_the_provider_sets_up_leaves_no_socket() -> None:
+    """A Gemini that accepts the socket but never answers ``setup``: the user hangs up
+    meanwhile, and the half-open provider socket is closed (the reviewer found it kept)."""
+    from websockets.asyncio.server import ServerConnection, serve
+
+    live: set[ServerConnection] = set()
+    arrived = asyncio.Event()
+
+    async def silent(ws: ServerConnection) -> None:
+        live.add(ws)
+        arrived.set()
+        try:
+            await ws.wait_closed()
+        finally:
+            live.discard(ws)
+
+    async with serve(silent, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        engine = create_engine(
+            api_keys={"gemini": "AIza-x"},
+            urls={"gemini": f"ws://127.0.0.1:{port}/"},
+            register=False,
+        )
+        seen: list[str] = []
+        for name in ("onRealtimeOpen", "onRealtimeClose"):
+            engine.hooks.on(name, lambda _, name=name: seen.append(name))
+        for _ in range(3):
+            arrived.clear()
+            session = create_realtime("gemini/gemini-3.8-live", engine=engine)
+            await asyncio.wait_for(arrived.wait(), 5)  # the socket is open, setup unanswered
+            await session.aclose()
+
+        async def all_closed() -> bool:
+            return not live
+
+        await wait_until(all_closed)
+        engine.close()
+    assert seen == ["onRealtimeOpen", "onRealtimeClose"] * 3

@@ -112,3 +112,37 @@ async def test_finished_calls_are_collected_soon() -> None:
     await session.close("test")
     assert len(registry) == 0 and registry.collections == 0
     await wait_until(lambda: asyncio.sleep(0, registry.collections == 1), timeout=2)
+
+
+async def test_a_session_ended_while_its_offer_is_answered_starts_nothing() -> None:
+    """DELETE or shutdown lands at any point of answering the offer: the answer is either
+    complete (and the session then ends) or refused with 410, never a crash, and no task is
+    left behind (the reviewer's race: CLOSING -> CONNECTING and a stray watchdog)."""
+    from bridge.core.errors import BadRequest
+    from bridge.transports.webrtc.peer import WebRTCCall, WebRTCOptions
+
+    outcomes: set[str] = set()
+    for ticks in range(0, 40, 2):  # where in start() the close lands
+        client = ClientPeer()
+        offer = await client.offer()
+        engine = Engine()
+        provider = engine.create_provider("echo", None, SessionConfig())
+        conversation = Conversation(
+            session_id=f"race{ticks}", provider=provider, config=SessionConfig(), engine=engine
+        )
+        call = WebRTCCall(conversation, WebRTCOptions(connect_timeout=2, inactivity_timeout=2))
+        start = asyncio.create_task(call.start(offer))
+        for _ in range(ticks):
+            await asyncio.sleep(0)
+        await conversation.close("deleted")
+        try:
+            await start
+            outcomes.add("answered")
+        except BadRequest as exc:
+            assert exc.status in (400, 410), exc
+            outcomes.add(exc.code)
+        assert conversation.state.name == "CLOSED"
+        await wait_until(lambda: asyncio.sleep(0, our_tasks() == []), timeout=5)
+        await client.close()
+    print(f"\nanswer/close race outcomes: {sorted(outcomes)}")
+    assert "answered" in outcomes and len(outcomes) > 1

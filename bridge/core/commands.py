@@ -4,7 +4,9 @@ A transport turns its own wire (the WebRTC ``events`` channel, an SDK ``send()``
 the gateway's OpenAI client events) into these and hands them to
 :meth:`~bridge.core.conversation.Conversation.submit`; the conversation applies them in order,
 once its provider session is open (what comes earlier waits, it is not lost). User audio does
-not go through here: it is the hot path (:meth:`Conversation.send_audio`).
+not go through here: it is the hot path (:meth:`Conversation.send_audio`), except while
+commands wait, when it queues behind them as :class:`Audio` so that a commit never takes in
+audio sent after it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ class SendText:
 
     text: str
     turn_complete: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Audio:
+    """User audio that came while commands were waiting (queued by the conversation itself)."""
+
+    pcm: bytes
 
 
 @dataclass(frozen=True, slots=True)

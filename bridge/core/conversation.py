@@ -42,7 +42,7 @@ from bridge.core import events as ev
 from bridge.core import hooks
 from bridge.core.engine import Engine
 from bridge.core.errors import BadRequest, BridgeError
-from bridge.core.pricing import CostTotal
+from bridge.core.pricing import MAX_TOKENS, CostTotal
 from bridge.core.redact import redact
 from bridge.core.session_config import SessionConfig
 from bridge.core.tasks import OwnedTasks
@@ -167,7 +167,11 @@ class Conversation:
         self._turn_ended_at: float | None = None  # the user finished; the reply is awaited
         self.provider.observer = _HookObserver(self)
         self._emit: Callable[[ev.Event], None] = lambda event: None
-        self._commands: asyncio.Queue[cmd.Command] = asyncio.Queue(MAX_PENDING_COMMANDS)
+        # Bounded by submit (MAX_PENDING_COMMANDS) and send_audio (MAX_EARLY_AUDIO_BYTES).
+        self._commands: asyncio.Queue[cmd.Command | cmd.Audio] = asyncio.Queue()
+        self._waiting_commands = 0  # queued or being applied, audio included
+        self._queued_audio_chunks = 0
+        self._queued_audio_bytes = 0
         self._tasks = OwnedTasks(session_id, lambda: self.end(CloseReason.INTERNAL_ERROR))
         self._provider_open = asyncio.Event()
         self._early_audio: deque[bytes] = deque()
@@ -256,6 +260,15 @@ class Conversation:
         """User audio in the input format; never blocks (the provider queues, bounded).
         Before the provider session is open it waits here (bounded, oldest dropped first)."""
         self.audio_in_bytes += len(pcm)
+        if self._waiting_commands:  # behind them: a queued commit must not take it in
+            if self._queued_audio_bytes + len(pcm) > MAX_EARLY_AUDIO_BYTES:
+                self.early_audio_dropped += 1
+                return
+            self._queued_audio_bytes += len(pcm)
+            self._queued_audio_chunks += 1
+            self._waiting_commands += 1
+            self._commands.put_nowait(cmd.Audio(pcm))
+            return
         if self._provider_open.is_set():
             self.provider.send_audio(pcm)
             return
@@ -269,22 +282,30 @@ class Conversation:
         """Queue a command; applied in order once the provider session is open."""
         if self.state in (State.CLOSING, State.CLOSED):
             return
-        try:
-            self._commands.put_nowait(command)
-        except asyncio.QueueFull:
+        if self._waiting_commands - self._queued_audio_chunks >= MAX_PENDING_COMMANDS:
             self.emit(ev.Error("rate_limited", "too many messages; slow down"))
+            return
+        self._commands.put_nowait(command)
+        self._waiting_commands += 1
 
     async def _serve_commands(self) -> None:
         await self._provider_open.wait()  # what came before the session was open waits
         while True:
             command = await self._commands.get()
             try:
-                await self._apply(command)
+                if isinstance(command, cmd.Audio):
+                    self._queued_audio_bytes -= len(command.pcm)
+                    self._queued_audio_chunks -= 1
+                    self.provider.send_audio(command.pcm)
+                else:
+                    await self._apply(command)
             except BridgeError as exc:
                 self.emit(ev.Error(exc.code, exc.message))
             except Exception:  # one bad command must not end the conversation
                 log.exception("session %s: %s failed", self.id, type(command).__name__)
                 self.emit(ev.Error("internal_error", "the request could not be applied"))
+            finally:
+                self._waiting_commands -= 1
 
     async def _apply(self, command: cmd.Command) -> None:
         match command:
@@ -418,7 +439,7 @@ class Conversation:
         self.cost.add(cost)
         total = usage.get("total_tokens", usage.get("totalTokenCount"))
         if isinstance(total, int) and not isinstance(total, bool) and total > 0:
-            self.tokens += total
+            self.tokens += min(total, MAX_TOKENS)
         completion = hooks.Completion(self.id, name, model, usage, cost)
         self.engine.hooks.emit("onCompletion", completion)
         return ev.Usage(usage, cost)

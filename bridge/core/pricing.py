@@ -12,6 +12,7 @@ snapshot undercounts several times over).
 
 from __future__ import annotations
 
+import math
 import re
 from collections import OrderedDict
 from collections.abc import Callable
@@ -67,9 +68,18 @@ def openai_prices(model: str) -> TokenPrices | None:
     return OPENAI_PRICES.get(_DATE_SUFFIX.sub("", model))
 
 
+MAX_TOKENS = 10**9  # more in one report is not a real count: capped, never a crash
+
+
 def _int(d: Any, key: str) -> int:
+    """A token count as reported: a number in [0, MAX_TOKENS]; anything else (NaN, inf,
+    negative, a string) counts 0 or is capped."""
     value = d.get(key) if isinstance(d, dict) else None
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0
+    if isinstance(value, float) and not math.isfinite(value):
+        return 0
+    return max(0, min(int(value), MAX_TOKENS))
 
 
 def _dict(d: Any, key: str) -> dict[str, Any]:
@@ -172,14 +182,18 @@ def gemini_cost(model: str, usage: dict[str, Any]) -> float | None:
 
 
 def price(provider: str, model: str, usage: dict[str, Any]) -> float | None:
-    """USD for one usage report of ``provider``/``model``; None when it can't be priced."""
-    if provider == "openai":
-        return openai_cost(model, usage)
-    if provider == "gemini":
-        return gemini_cost(model, usage)
-    if provider == "echo":
-        return 0.0
-    return None
+    """USD for one usage report of ``provider``/``model``; None when it can't be priced
+    (whatever the report holds: pricing never ends a call)."""
+    try:
+        if provider == "openai":
+            cost = openai_cost(model, usage)
+        elif provider == "gemini":
+            cost = gemini_cost(model, usage)
+        else:
+            return 0.0 if provider == "echo" else None
+    except (ArithmeticError, ValueError, TypeError):
+        return None
+    return cost if cost is None or math.isfinite(cost) else None
 
 
 @dataclass(slots=True)

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 ws_log = logging.getLogger("bridge.providers.websocket")
 ws_log.setLevel(logging.INFO)
 
+MAX_BURST_MS = 120_000  # user audio a working socket may have queued (a file sent at once)
 MAX_MERGED_CHUNKS = 5  # merge up to 100 ms per message when audio has queued up
 OPEN_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 1.0  # a dead provider won't answer our close frame: don't wait long for it
@@ -69,8 +70,11 @@ class SocketProvider(ABC):
         self.observer: ConnectionObserver = UNOBSERVED
         self._events: asyncio.Queue[ev.Event | None] = asyncio.Queue()
         self._control: deque[dict[str, Any]] = deque()
-        # 20 ms chunks of user audio, held while a socket is replaced; oldest dropped first.
-        self._audio: deque[bytes] = deque(maxlen=max(options.audio_queue_ms // 20, 1))
+        # User audio held while a socket is replaced, bounded by duration (chunks may be of
+        # any size: 20 ms from a peer, seconds from the SDK); oldest dropped first.
+        self._audio: deque[bytes] = deque()
+        self._audio_bytes = 0
+        self._writing = False  # a socket's writer is draining the queue
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._ws: ClientConnection | None = None
@@ -123,16 +127,38 @@ class SocketProvider(ABC):
 
     async def connect(self) -> None:
         ws = await self._open_safely()
+        if self._closed:  # closed while it opened: the socket is ours to close
+            await self._close_socket(ws, "closed by the bridge")
+            return
         loop = asyncio.get_running_loop()
         self._runner = loop.create_task(self._run(ws), name=f"{self.name}-provider")
 
     def send_audio(self, pcm: bytes) -> None:
         if self._closed:
             return
-        if len(self._audio) == self._audio.maxlen:
-            self.dropped_audio_chunks += 1
         self._audio.append(pcm)
+        self._audio_bytes += len(pcm)
+        # While a socket is replaced: audio_queue_ms. While one is up, only a burst faster
+        # than the socket (the SDK sending a file at once) queues: up to MAX_BURST_MS.
+        held_ms = max(self._options.audio_queue_ms, MAX_BURST_MS if self._writing else 0)
+        limit = held_ms * self._input_bytes_per_ms()
+        while self._audio_bytes > limit and len(self._audio) > 1:
+            self._audio_bytes -= len(self._audio.popleft())
+            self.dropped_audio_chunks += 1
         self._wake.set()
+
+    def _input_bytes_per_ms(self) -> int:
+        """Bytes of one millisecond of user audio as this provider takes it."""
+        return 48  # PCM16 at 24 kHz; providers with another input format say so
+
+    def _take_audio(self) -> bytes:
+        """Queued audio for one message: up to MAX_MERGED_CHUNKS chunks, merged."""
+        chunks = [self._audio.popleft()]
+        while self._audio and len(chunks) < MAX_MERGED_CHUNKS:
+            chunks.append(self._audio.popleft())
+        data = b"".join(chunks)
+        self._audio_bytes -= len(data)
+        return data
 
     async def close(self) -> None:
         if self._closed:
@@ -145,7 +171,15 @@ class SocketProvider(ABC):
                 await runner
         if self._ws is not None:
             await self._close_socket(self._ws, "closed by the bridge")
+        await self._abandon_opening()
         self._events.put_nowait(None)
+
+    async def _abandon_opening(self) -> None:
+        """Close the socket :meth:`_open` was setting up, if it never went into service."""
+        ws, self._opening = self._opening, None
+        if ws is not None and ws is not self._ws:
+            with contextlib.suppress(Exception):
+                await self._close_socket(ws, "closed by the bridge")
 
     async def _close_socket(self, ws: ClientConnection, why: str) -> None:
         """Close a socket of ours, reporting it if it was still open."""
@@ -176,10 +210,7 @@ class SocketProvider(ABC):
         """Like :meth:`_send`, but after the user audio queued so far (a commit must follow
         the audio it commits; control messages otherwise overtake queued audio)."""
         while self._audio:
-            chunks = [self._audio.popleft()]
-            while self._audio and len(chunks) < MAX_MERGED_CHUNKS:
-                chunks.append(self._audio.popleft())
-            self._control.append(self._audio_message(b"".join(chunks)))
+            self._control.append(self._audio_message(self._take_audio()))
         self._send(*messages)
 
     def _poke(self) -> None:
@@ -216,9 +247,16 @@ class SocketProvider(ABC):
         """:meth:`_open`, with a socket that closes while it is being configured turned into a
         :class:`ProviderError` that says why (what the provider sent before closing first)."""
         try:
-            return await self._open()
+            ws = await self._open()
         except ConnectionClosed as exc:
-            raise await self._closed_while_opening(exc) from None
+            error = await self._closed_while_opening(exc)
+            await self._abandon_opening()
+            raise error from None
+        except BaseException:  # refused, timed out, cancelled: nothing may stay open
+            await self._abandon_opening()
+            raise
+        self._opening = None
+        return ws
 
     async def _closed_while_opening(self, exc: ConnectionClosed) -> ProviderError:
         ws = self._opening
@@ -272,6 +310,7 @@ class SocketProvider(ABC):
         cap = self._session_cap()
         cap_at = loop.time() + cap if cap is not None else None
         writer = loop.create_task(self._write(ws), name=f"{self.name}-writer")
+        self._writing = True
         try:
             while True:
                 wakes = [t for t in (cap_at, self._wake_at()) if t is not None]
@@ -293,6 +332,7 @@ class SocketProvider(ABC):
         except ConnectionClosed as exc:
             return self._closed_outcome(exc)
         finally:
+            self._writing = False
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await writer
@@ -328,10 +368,7 @@ class SocketProvider(ABC):
             if self._control:
                 await self._send_now(ws, self._control.popleft())
             elif self._audio:
-                chunks = [self._audio.popleft()]
-                while self._audio and len(chunks) < MAX_MERGED_CHUNKS:
-                    chunks.append(self._audio.popleft())
-                await self._send_now(ws, self._audio_message(b"".join(chunks)))
+                await self._send_now(ws, self._audio_message(self._take_audio()))
             else:
                 self._wake.clear()
                 await self._wake.wait()

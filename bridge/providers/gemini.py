@@ -143,17 +143,14 @@ class GeminiProvider(SocketProvider):
         resuming = self.protocol.handle is not None
         if not resuming and self.connections > 1:
             log.warning("gemini: no resumption handle yet; the new session starts afresh")
-        dropped = self.protocol.dropped_turns
         replay = self.protocol.new_connection()
-        if self.protocol.dropped_turns > dropped:
-            log.warning(
-                "gemini: resumed before the handle covering the last turn arrived; "
-                "%d finished turn(s) are not replayed",
-                self.protocol.dropped_turns - dropped,
-            )
         self._handover_at = self._due_since = None
         self._reconfigure = False
-        self._control.clear()  # anything queued was meant for the old socket's session
+        # Queued for the old socket: input still goes (after the replay); a contextUpdate is
+        # superseded by the setup. Kept in the queue, so a failed attempt leaves it in place.
+        carried = [m for m in self._control if "contextUpdate" not in m]
+        self._control.clear()
+        self._control.extend(carried)
         try:
             await self._send_now(ws, self.protocol.setup())
             async with asyncio.timeout(OPEN_TIMEOUT_S):
@@ -176,6 +173,14 @@ class GeminiProvider(SocketProvider):
         except TimeoutError:
             await ws.close()
             raise ProviderError("Gemini did not complete the setup in time") from None
+        dropped = self.protocol.dropped_turns
+        self.protocol.set_up()
+        if self.protocol.dropped_turns > dropped:
+            log.warning(
+                "gemini: resumed before the handle covering the last turn arrived; "
+                "%d finished turn(s) are not replayed",
+                self.protocol.dropped_turns - dropped,
+            )
         for message in replay:
             await self._send_now(ws, message)
         self.replayed += len(replay)
@@ -221,6 +226,9 @@ class GeminiProvider(SocketProvider):
             times.append(self._due_since + self._gemini.handle_wait)
         present = [t for t in times if t is not None]
         return min(present) if present else None
+
+    def _input_bytes_per_ms(self) -> int:
+        return PCM16_16K.ms_to_bytes(1)
 
     def _audio_message(self, pcm: bytes) -> dict[str, Any]:
         return self.protocol.audio(pcm)

@@ -91,6 +91,7 @@ class GeminiLiveProtocol:
         self.handle_due = False  # a turn finished after the newest handle: a newer one is due
         self.unknown_events: Counter[str] = Counter()
         self.dropped_turns = 0
+        self._unreplayed = 0  # finished turns the current attempt leaves out of its replay
         self.lost_messages = 0
         self._opened = False
         self._turns = itertools.count(1)
@@ -193,20 +194,26 @@ class GeminiLiveProtocol:
         return out
 
     def new_connection(self) -> list[dict[str, Any]]:
-        """Start a connection; returns the messages to replay once it is set up."""
+        """Start a connection; returns the messages to replay once it is set up. The log is
+        kept until :meth:`set_up` (an attempt that fails must leave it for the next one)."""
         self.conn = GeminiConnection()
         self._outbox.clear()
         entries = list(self._log)
-        self._log.clear()
         if self.handle is None:
             return []  # a fresh session: old input would be heard out of context
         finished = [i for i, entry in enumerate(entries) if entry.kind == "turn"]
         if finished:
             # Resuming from a handle older than these turns: replaying their input would make
-            # the model answer again, so they are left out (and counted).
-            self.dropped_turns += len(finished)
+            # the model answer again, so they are left out (and counted, once).
+            self._unreplayed = len(finished)
             entries = entries[finished[-1] + 1 :]
         return [e.message for e in entries if e.kind in ("audio", "input") and e.message]
+
+    def set_up(self) -> None:
+        """The new session is ready: what the log held is replayed now (and logged anew)."""
+        self._log.clear()
+        self.dropped_turns += self._unreplayed
+        self._unreplayed = 0
 
     def sent(self, message: dict[str, Any]) -> None:
         """A message went out: log it until a handle covers it."""

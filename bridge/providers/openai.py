@@ -138,9 +138,14 @@ class OpenAIProvider(SocketProvider):
         headers = {"Authorization": f"Bearer {self._openai.api_key}"}
         url = f"{self._openai.url}?model={quote(self.model)}"
         ws = await self._connect(url, headers)
-        self._control.clear()  # the setup below replaces anything queued for the old socket
-        for setup in self.protocol.new_connection():
-            await self._send_now(ws, setup)
+        setup = self.protocol.new_connection()
+        # What was queued for the old socket and is still needed goes after the setup; kept
+        # in the queue so that a failed attempt leaves it for the next one.
+        carried = self.protocol.carried_over(list(self._control), setup)
+        self._control.clear()
+        self._control.extend(carried)
+        for message in setup:
+            await self._send_now(ws, message)
         return ws
 
     def _pass_on(self, raw: str | bytes) -> None:
@@ -182,6 +187,9 @@ class OpenAIProvider(SocketProvider):
 
     def _session_cap(self) -> float | None:
         return self._openai.session_cap
+
+    def _input_bytes_per_ms(self) -> int:
+        return self.protocol.input_format.ms_to_bytes(1)
 
     def _audio_message(self, pcm: bytes) -> dict[str, Any]:
         return self.protocol.append_audio(pcm)

@@ -90,6 +90,10 @@ MAX_PENDING_TEXTS = 16
 MAX_RELAYED_IDS = 256  # client event ids remembered to route their errors back
 
 
+# Queued for an old socket, never sent on a new one (see carried_over).
+_NOT_CARRIED = frozenset({"session.update", "conversation.item.truncate", "response.cancel"})
+
+
 @dataclass
 class _Turn:
     role: str
@@ -162,6 +166,34 @@ class OpenAIRealtimeProtocol:
         if self._pending:
             messages.extend(self._answer_pending())
         return messages
+
+    def carried_over(
+        self, unsent: list[dict[str, Any]], setup: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """What of the messages queued for the old socket the new session (set up by
+        ``setup``) still needs: user audio, commits and the request for a reply. A
+        ``session.update`` is superseded by the setup's, a typed message is in its context
+        already, and truncates and cancels name the old session's items."""
+        asked = any(m.get("type") == "response.create" for m in setup)
+        kept = []
+        for message in unsent:
+            kind = message.get("type")
+            if kind in _NOT_CARRIED:
+                continue
+            if kind == "conversation.item.create" and not self._relayed(message):
+                continue  # ours: part of the context
+            if kind == "response.create":
+                if asked:  # one reply at a time: ask again when the current one is done
+                    self._retry_create = True
+                    continue
+                asked = True
+                self.conn.response_requested = True
+            kept.append(message)
+        return kept
+
+    def _relayed(self, message: dict[str, Any]) -> bool:
+        event_id = message.get("event_id")
+        return isinstance(event_id, str) and event_id in self._relayed_ids
 
     def take_outbox(self) -> list[dict[str, Any]]:
         """Messages that received events made necessary (e.g. a queued typed message)."""

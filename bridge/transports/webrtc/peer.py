@@ -24,7 +24,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
 
 from bridge.core import events as ev
-from bridge.core.conversation import CloseReason, Conversation
+from bridge.core.conversation import CloseReason, Conversation, State
 from bridge.core.errors import BadRequest
 from bridge.core.metrics import Metrics
 from bridge.core.tasks import OwnedTasks
@@ -121,6 +121,11 @@ class WebRTCCall:
         except Exception as exc:  # aiortc raises ValueError, OperationError, KeyError...
             await self.conversation.close(CloseReason.BAD_OFFER)
             raise BadRequest(f"the offer could not be used: {exc}", code="invalid_sdp") from None
+        if self._closed or self.conversation.state in (State.CLOSING, State.CLOSED):
+            # Ended (deleted, shut down) while the offer was answered: nothing more to start.
+            raise BadRequest(
+                "the session ended while its offer was answered", code="session_ended", status=410
+            )
         self.codec = codec.name
         self.track.set_codec(codec)
         input_format, output_format = self.conversation.configure_audio(codec.name.lower())
