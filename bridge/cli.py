@@ -36,14 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the bridge service")
     _add_setting_flags(serve)
     emulate = commands.add_parser("emulate", help="run a local provider emulator")
-    emulate.add_argument("provider", choices=["openai", "gemini"], help="which to emulate")
+    emulate.add_argument(
+        "provider", choices=["openai", "gemini", "gpt-live"], help="which to emulate"
+    )
     emulate.add_argument("--host", default="127.0.0.1")
     emulate.add_argument("--port", type=int, default=8765)
     emulate.add_argument(
         "--reply",
         choices=["echo", "tone", "text", "loopback"],
         default="echo",
-        help="loopback (openai): every appended chunk comes straight back, for latency tests",
+        help="loopback (openai): every appended chunk comes straight back, for latency tests; "
+        "gpt-live takes echo or tone",
     )
     emulate.add_argument("--tone-hz", type=float, default=660.0)
     emulate.add_argument("--tone-seconds", type=float, default=1.0)
@@ -107,6 +110,7 @@ def _emulate(args: argparse.Namespace) -> int:
     import asyncio
 
     from bridge.emulators.gemini import GeminiEmulator, GeminiEmulatorOptions
+    from bridge.emulators.gpt_live import GptLiveEmulator, GptLiveEmulatorOptions
     from bridge.emulators.openai import OpenAIEmulator, OpenAIEmulatorOptions
 
     common = {
@@ -115,8 +119,14 @@ def _emulate(args: argparse.Namespace) -> int:
         "tone_seconds": args.tone_seconds,
         "speed": args.speed,
     }
-    emulator: OpenAIEmulator | GeminiEmulator
-    if args.provider == "openai":
+    emulator: OpenAIEmulator | GeminiEmulator | GptLiveEmulator
+    if args.provider == "gpt-live":
+        if args.reply not in ("echo", "tone"):
+            print("bridge: error: gpt-live replies with echo or tone", file=sys.stderr)
+            return 2
+        emulator = GptLiveEmulator(GptLiveEmulatorOptions(**common), host=args.host, port=args.port)
+        hint = "BRIDGE_OPENAI_LIVE_URL={url} OPENAI_API_KEY=anything"
+    elif args.provider == "openai":
         options = OpenAIEmulatorOptions(**common, accept_beta=args.accept_beta)
         emulator = OpenAIEmulator(options, host=args.host, port=args.port)
         hint = "BRIDGE_OPENAI_URL={url} OPENAI_API_KEY=anything"

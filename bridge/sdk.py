@@ -49,7 +49,11 @@ log = logging.getLogger(__name__)
 SUPPORTED = tuple(sorted(PROVIDERS))
 AUDIO_FORMATS = ("pcm16", "pcmu", "pcma")
 MAX_QUEUED_EVENTS = 1024  # for ``async for``; the oldest go first when nobody reads
-URL_VARIABLES = {"openai": "BRIDGE_OPENAI_URL", "gemini": "BRIDGE_GEMINI_URL"}
+URL_VARIABLES = {
+    "openai": "BRIDGE_OPENAI_URL",
+    "gemini": "BRIDGE_GEMINI_URL",
+    "gpt-live": "BRIDGE_OPENAI_LIVE_URL",
+}
 
 _default: Engine | None = None
 _default_lock = threading.Lock()

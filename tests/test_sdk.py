@@ -133,7 +133,7 @@ def test_bad_arguments_fail_at_once() -> None:
     engine = create_engine(api_keys={"openai": "sk-x"}, register=False)
     with pytest.raises(ValueError, match="unsupported provider 'anthropic'"):
         create_realtime("anthropic/claude", engine=engine)
-    with pytest.raises(ValueError, match="echo, gemini, openai"):
+    with pytest.raises(ValueError, match="echo, gemini, gpt-live, openai"):
         create_realtime("gpt-realtime-2.1", provider="azure", engine=engine)
     with pytest.raises(ValueError, match="names no provider"):
         create_realtime("gpt-realtime-2.1", engine=engine)

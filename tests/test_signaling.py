@@ -214,6 +214,10 @@ async def test_providers_and_demo_page(bridge: Bridge) -> None:
         providers = {p["name"]: p for p in (await r.json())["providers"]}
     assert providers["echo"]["available"] and providers["echo"]["default"]
     assert not providers["openai"]["available"] and providers["openai"]["reason"]
+    live = providers["gpt-live"]  # the demo page's picker lists whatever is here
+    assert not live["available"] and "OPENAI_API_KEY" in live["reason"]
+    assert [m["id"] for m in live["models"]] == ["gpt-live-1", "gpt-live-1.1"]
+    assert live["default_model"] == "gpt-live-1.1" and "marin" in live["voices"]
     async with bridge.http.get(f"{bridge.url}/") as r:
         assert r.status == 200
         assert "<html" in (await r.text()).lower()

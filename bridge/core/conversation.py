@@ -242,6 +242,10 @@ class Conversation:
             await self._tasks.cancel_all()
             with contextlib.suppress(Exception):
                 await self.provider.close()
+            drain = getattr(self.provider, "drain_usage", None)
+            if drain is not None:  # usage confirmed by the provider's own close (GPT-Live)
+                for usage in drain():
+                    self.emit(self._priced(usage.usage))
             # ``close`` is the last event: the provider is gone when the transport hears it.
             self._emit(ev.Close(self.close_reason or ""))
             if self.transport is not None:

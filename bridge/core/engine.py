@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from bridge.core.hooks import Hooks
 from bridge.core.pricing import CostCollector
 from bridge.core.session_config import SessionConfig
-from bridge.providers import PROVIDERS, Provider, ProviderOptions, create_provider
+from bridge.providers import PROVIDERS, Provider, ProviderOptions, create_provider, routed
 
 
 class Engine:
@@ -37,6 +37,8 @@ class Engine:
     def options(self, provider: str, api_key: str | None = None) -> ProviderOptions:
         """The options for ``provider``, with ``api_key`` instead of the engine's if given."""
         options = self._options[provider]
+        if not api_key and not options.api_key and provider == "gpt-live":
+            api_key = self._options["openai"].api_key  # one OpenAI key serves both APIs
         return dataclasses.replace(options, api_key=api_key) if api_key else options
 
     def api_key(self, provider: str) -> str:
@@ -49,6 +51,7 @@ class Engine:
         config: SessionConfig,
         api_key: str | None = None,
     ) -> Provider:
+        name = routed(name, model)
         return create_provider(name, model, config, self.options(name, api_key))
 
     def secrets(self) -> tuple[str, ...]:

@@ -181,6 +181,20 @@ def gemini_cost(model: str, usage: dict[str, Any]) -> float | None:
     return round(total / 1_000_000, 8)
 
 
+def gpt_live_cost(model: str, usage: dict[str, Any]) -> float | None:
+    """USD for one GPT-Live usage report: its ``billed_seconds`` (the seconds not reported
+    before; GPT-Live's own counts are cumulative) at the active per-minute rate."""
+    rates = PER_MINUTE.get(_DATE_SUFFIX.sub("", model))
+    seconds = usage.get("billed_seconds") if isinstance(usage, dict) else None
+    if rates is None or "active" not in rates:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        return None
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return round(min(float(seconds), 1e7) * rates["active"] / 60, 10)
+
+
 def price(provider: str, model: str, usage: dict[str, Any]) -> float | None:
     """USD for one usage report of ``provider``/``model``; None when it can't be priced
     (whatever the report holds: pricing never ends a call)."""
@@ -189,6 +203,8 @@ def price(provider: str, model: str, usage: dict[str, Any]) -> float | None:
             cost = openai_cost(model, usage)
         elif provider == "gemini":
             cost = gemini_cost(model, usage)
+        elif provider == "gpt-live":
+            cost = gpt_live_cost(model, usage)
         else:
             return 0.0 if provider == "echo" else None
     except (ArithmeticError, ValueError, TypeError):

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from bridge.core.errors import BadRequest
 from bridge.core.session_config import SessionConfig
-from bridge.providers import echo, gemini, openai
+from bridge.providers import echo, gemini, gpt_live, openai
 from bridge.providers.base import Provider, ProviderOptions, ProviderSpec
 from bridge.providers.models import gemini_models, openai_models
 
-__all__ = ["PROVIDERS", "Provider", "ProviderOptions", "ProviderSpec", "create_provider"]
+__all__ = [
+    "PROVIDERS",
+    "Provider",
+    "ProviderOptions",
+    "ProviderSpec",
+    "create_provider",
+    "routed",
+]
 
 
 PROVIDERS: dict[str, ProviderSpec] = {
@@ -43,7 +50,28 @@ PROVIDERS: dict[str, ProviderSpec] = {
         models=gemini_models,
         notes=gemini.model_notes,
     ),
+    "gpt-live": ProviderSpec(
+        name="gpt-live",
+        default_model=gpt_live.DEFAULT_MODEL,
+        voices=gpt_live.VOICES,
+        default_voice="marin",
+        options=gpt_live.GptLiveOptions,
+        create=gpt_live.GptLiveProvider,
+        unavailable_reason=gpt_live.unavailable_reason,
+        models=lambda: [
+            {"id": m, "status": "active", "shutdown": None, "replacement": None, "warning": None}
+            for m in gpt_live.MODELS
+        ],
+    ),
 }
+
+
+def routed(name: str, model: str | None) -> str:
+    """The provider that serves ``name``/``model``: OpenAI's GPT-Live models speak another
+    protocol than its Realtime models, so ``openai/gpt-live-…`` is the ``gpt-live`` provider."""
+    if name == "openai" and model and model.startswith("gpt-live"):
+        return "gpt-live"
+    return name
 
 
 def spec_of(name: str) -> ProviderSpec:

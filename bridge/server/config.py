@@ -23,6 +23,8 @@ from bridge.providers.base import ProviderOptions
 from bridge.providers.echo import EchoOptions
 from bridge.providers.gemini import DEFAULT_URL as GEMINI_URL
 from bridge.providers.gemini import GeminiOptions
+from bridge.providers.gpt_live import DEFAULT_URL as OPENAI_LIVE_URL
+from bridge.providers.gpt_live import GptLiveOptions
 from bridge.providers.openai import DEFAULT_URL as OPENAI_URL
 from bridge.providers.openai import OpenAIOptions
 
@@ -111,6 +113,14 @@ class Settings:
     )
     openai_url: str = _setting(OPENAI_URL, "OpenAI Realtime WebSocket URL (an emulator in tests)")
     gemini_url: str = _setting(GEMINI_URL, "Gemini Live WebSocket URL (an emulator in tests)")
+    openai_live_url: str = _setting(
+        OPENAI_LIVE_URL, "OpenAI GPT-Live WebSocket URL (an emulator in tests)"
+    )
+    gpt_live_tell_heard: bool = _setting(
+        True,
+        "GPT-Live: after a local barge-in flush, tell the model (as silent context) how much of "
+        "its reply the user heard; an estimate from played milliseconds",
+    )
     openai_transcription_model: str = _setting(
         "gpt-4o-mini-transcribe",
         "OpenAI model that transcribes the user's speech (gpt-4o-mini-transcribe shuts down "
@@ -190,7 +200,7 @@ class Settings:
             raise ConfigError(f"provider must be one of {', '.join(PROVIDER_NAMES)}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
-        for name in ("openai_url", "gemini_url"):
+        for name in ("openai_url", "gemini_url", "openai_live_url"):
             url = getattr(self, name)
             if not url.startswith(("ws://", "wss://")):
                 raise ConfigError(f"{name} must be a ws:// or wss:// URL (got {url!r})")
@@ -253,6 +263,12 @@ class Settings:
                 url=self.openai_url,
                 session_cap=self.openai_session_cap,
                 transcription_model=self.openai_transcription_model,
+                **sockets,
+            ),
+            "gpt-live": GptLiveOptions(
+                api_key=self.openai_api_key,
+                url=self.openai_live_url,
+                tell_heard=self.gpt_live_tell_heard,
                 **sockets,
             ),
             "gemini": GeminiOptions(
