@@ -77,6 +77,8 @@ class Server:
                 str(workers),
                 "--max-sessions",
                 "500",
+                "--max-sessions-per-ip",  # every simulated caller is 127.0.0.1
+                "0",
                 "--log-level",
                 "warning",
             ]

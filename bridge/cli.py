@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from bridge.core.errors import ConfigError
 from bridge.server.config import Settings, env_name, parse_value, public_fields
+from bridge.server.logs import configure as configure_logging
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the bridge service")
     _add_setting_flags(serve)
+    token = commands.add_parser(
+        "token", help="mint an access token (signed with BRIDGE_AUTH_SECRET) and print it"
+    )
+    token.add_argument("--ttl", type=float, default=300.0, help="seconds it is valid")
+    token.add_argument("--subject", help="owner id of the calls it starts (default: random)")
+    token.add_argument("--admin", action="store_true", help="may list and end every call")
+    token.add_argument(
+        "--provider", action="append", help="a provider it may use (repeat; default: any)"
+    )
+    token.add_argument("--model", action="append", help="a model it may use (repeat)")
+    token.add_argument("--max-duration", type=float, help="seconds each call may last")
+    token.add_argument("--max-sessions", type=int, help="concurrent calls it may hold")
+    token.add_argument("--budget-usd", type=float, help="USD all its calls may spend")
     emulate = commands.add_parser("emulate", help="run a local provider emulator")
     emulate.add_argument(
         "provider", choices=["openai", "gemini", "gpt-live"], help="which to emulate"
@@ -71,15 +86,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "emulate":
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         return _emulate(args)
+    if args.command == "token":
+        return _token(args)
     try:
         settings = settings_from_args(args)
     except ConfigError as exc:
         print(f"bridge: error: {exc.message}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     if args.command == "serve":
         return _serve(settings)
     return 2
@@ -104,6 +118,34 @@ def _serve(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+
+
+def _token(args: argparse.Namespace) -> int:
+    from bridge.server.auth import mint
+
+    secret = os.environ.get("BRIDGE_AUTH_SECRET", "")
+    if len(secret) < 32:
+        print("bridge: error: set BRIDGE_AUTH_SECRET (32+ characters) first", file=sys.stderr)
+        return 2
+    for name in ("ttl", "max_duration", "max_sessions", "budget_usd"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            print(f"bridge: error: --{name.replace('_', '-')} must be positive", file=sys.stderr)
+            return 2
+    print(
+        mint(
+            secret,
+            args.ttl,
+            subject=args.subject,
+            admin=args.admin,
+            providers=tuple(args.provider) if args.provider else None,
+            models=tuple(args.model) if args.model else None,
+            max_duration=args.max_duration,
+            max_sessions=args.max_sessions,
+            budget_usd=args.budget_usd,
+        )
+    )
+    return 0
 
 
 def _emulate(args: argparse.Namespace) -> int:

@@ -390,12 +390,31 @@ function waitForIceGathering(pc, timeoutMs) {
   });
 }
 
+// An access token, when the bridge wants one: open the page as /#token=… (a fragment is
+// never sent to the server, so it stays out of access logs), then it goes as a bearer header.
+const accessToken = new URLSearchParams(location.hash.slice(1)).get('token') || '';
+function authHeaders(headers = {}) {
+  return accessToken ? { ...headers, Authorization: `Bearer ${accessToken}` } : headers;
+}
+
+// STUN/TURN servers (TURN credentials are minted per request); none when the bridge has none.
+async function iceServers() {
+  try {
+    const res = await fetch('/ice-servers', { headers: authHeaders({ Accept: 'application/json' }) });
+    if (!res.ok) return [];
+    const data = await res.json();
+    return Array.isArray(data?.iceServers) ? data.iceServers : [];
+  } catch {
+    return [];
+  }
+}
+
 async function postOffer(body) {
   let res;
   try {
     res = await fetch('/offer', {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+      headers: authHeaders({ 'Content-Type': 'application/json', Accept: 'application/json' }),
       body: JSON.stringify(body),
     });
   } catch {
@@ -407,6 +426,7 @@ async function postOffer(body) {
     const message = data?.error?.message || res.statusText || 'Unknown error';
     const code = data?.error?.code ? ` ${data.error.code}` : '';
     const hint = res.status >= 500 ? 'Check the bridge logs, then press Start again.'
+      : res.status === 401 ? 'This bridge needs an access token: open the page as /#token=<token> (bridge token mints one).'
       : 'Check the provider and settings, then press Start again.';
     throw new UserError(`The bridge refused the call (HTTP ${res.status}${code}): ${message}\n${hint}`);
   }
@@ -416,7 +436,7 @@ async function postOffer(body) {
 
 function deleteSession(id) {
   // keepalive lets the request outlive the page on pagehide.
-  fetch(`/sessions/${encodeURIComponent(id)}`, { method: 'DELETE', keepalive: true })
+  fetch(`/sessions/${encodeURIComponent(id)}`, { method: 'DELETE', keepalive: true, headers: authHeaders() })
     .then((res) => { if (!res.ok && res.status !== 404) log('•', `DELETE session answered HTTP ${res.status}`, 'warn'); })
     .catch(() => { /* bridge already gone: nothing left to end */ });
 }
@@ -461,7 +481,8 @@ async function startCall() {
     if (c.ctx) c.mic = makeAnalyser(c.ctx, c.stream);
     c.raf = requestAnimationFrame(() => meterLoop(c));  // mic meter is useful while connecting too
 
-    const pc = new RTCPeerConnection({ iceServers: [] });
+    const pc = new RTCPeerConnection({ iceServers: await iceServers() });
+    if (call !== c) { pc.close(); return teardown(c); }
     c.pc = demo.pc = pc;
     pc.addTransceiver(c.stream.getAudioTracks()[0], { direction: 'sendrecv' });
     setupDataChannel(c, pc.createDataChannel('events'));  // must exist before the offer

@@ -108,9 +108,14 @@ class Heard:
 class ClientPeer:
     """One WebRTC client of the bridge: a scripted mic, a recorder and the events channel."""
 
-    def __init__(self, codecs: tuple[str, ...] = ("opus",)) -> None:
+    def __init__(
+        self, codecs: tuple[str, ...] = ("opus",), configuration: RTCConfiguration | None = None
+    ) -> None:
+        # ``configuration``: e.g. TURN servers and iceTransportPolicy=RELAY (default: host
+        # candidates only, max-bundle).
         self.pc = RTCPeerConnection(
-            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+            configuration
+            or RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         )
         self.mic = ScriptedMic()
         self.heard = Heard()

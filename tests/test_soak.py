@@ -63,6 +63,7 @@ async def served() -> AsyncIterator[Served]:
         "BRIDGE_CONNECT_TIMEOUT": "1.0",
         "BRIDGE_INACTIVITY_TIMEOUT": "1.5",
         "BRIDGE_MAX_SESSIONS": "100",
+        "BRIDGE_MAX_SESSIONS_PER_IP": "0",  # every caller here is 127.0.0.1
         "BRIDGE_LOG_LEVEL": "warning",
     }
     process = await asyncio.create_subprocess_exec(

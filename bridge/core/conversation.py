@@ -40,6 +40,7 @@ from bridge.audio.sink import PlaybackSink
 from bridge.core import commands as cmd
 from bridge.core import events as ev
 from bridge.core import hooks
+from bridge.core.budget import Budget, Verdict
 from bridge.core.engine import Engine
 from bridge.core.errors import BadRequest, BridgeError
 from bridge.core.pricing import MAX_TOKENS, CostTotal
@@ -84,6 +85,8 @@ class CloseReason(enum.StrEnum):
     SERVER_SHUTDOWN = "server_shutdown"
     BAD_OFFER = "bad_offer"
     INTERNAL_ERROR = "internal_error"
+    MAX_DURATION = "max_duration"
+    BUDGET_EXCEEDED = "budget_exceeded"
 
 
 class Transport(Protocol):
@@ -158,6 +161,15 @@ class Conversation:
         self.sink: PlaybackSink = _NoSink()
         self.input_format = self.output_format = PCM16_24K
         self.on_closed: list[Callable[[Conversation], None]] = []
+        self.owner: str | None = None  # the access token's subject that started it
+        self.client_ip: str | None = None
+        self.max_duration: float | None = None  # seconds, then it ends (max_duration)
+        self.budgets: list[Budget] = []
+        self._over_budget = False
+        self._replying = False  # a reply is being generated (from its first output to its end)
+        self.probes: list[Callable[[Conversation, str, float | str], None]] = []
+        """Measurements as they happen, for metrics: ("provider_connect_ms", ms),
+        ("turn_latency_ms", ms), ("cost_usd", usd of one report), ("error", code)."""
         self.audio_in_bytes = 0
         self.audio_out_bytes = 0
         self.tokens = 0
@@ -206,6 +218,13 @@ class Conversation:
         self._move(State.CONNECTING)
         self._tasks.spawn(self._run_provider(), "provider")
         self._tasks.spawn(self._serve_commands(), "commands")
+        if self.max_duration is not None:
+            self._tasks.spawn(self._end_after(self.max_duration), "max-duration")
+
+    async def _end_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        log.info("session %s reached its maximum duration (%g s)", self.id, seconds)
+        self.end(CloseReason.MAX_DURATION)
 
     def peer_connected(self) -> None:
         """The transport's peer is up (WebRTC connected; at once for the SDK)."""
@@ -264,6 +283,8 @@ class Conversation:
         """User audio in the input format; never blocks (the provider queues, bounded).
         Before the provider session is open it waits here (bounded, oldest dropped first)."""
         self.audio_in_bytes += len(pcm)
+        if self._over_budget:
+            return  # no new replies
         if self._waiting_commands:  # behind them: a queued commit must not take it in
             if self._queued_audio_bytes + len(pcm) > MAX_EARLY_AUDIO_BYTES:
                 self.early_audio_dropped += 1
@@ -285,6 +306,9 @@ class Conversation:
     def submit(self, command: cmd.Command) -> None:
         """Queue a command; applied in order once the provider session is open."""
         if self.state in (State.CLOSING, State.CLOSED):
+            return
+        if self._over_budget and not isinstance(command, cmd.Interrupt):
+            self.emit(ev.Error("budget_exceeded", "the budget is spent: no new replies"))
             return
         if self._waiting_commands - self._queued_audio_chunks >= MAX_PENDING_COMMANDS:
             self.emit(ev.Error("rate_limited", "too many messages; slow down"))
@@ -350,17 +374,44 @@ class Conversation:
         self._turn_ended_at = asyncio.get_running_loop().time()
 
     def _reply_began(self) -> None:
+        self._replying = True
         if self._turn_ended_at is not None:
             elapsed = asyncio.get_running_loop().time() - self._turn_ended_at
             self.last_turn_latency_ms = round(elapsed * 1000, 1)
             self._turn_ended_at = None
+            self._probe("turn_latency_ms", self.last_turn_latency_ms)
 
     # -- output side ---------------------------------------------------------------------------
+
+    def _charge(self, usd: float) -> None:
+        """Count ``usd`` against every budget: a warning at 80 %; at 100 % no new replies
+        (user input stops reaching the provider) and the call ends once the current one is
+        done."""
+        for budget in self.budgets:
+            verdict = budget.charge(usd)
+            share = f"${budget.spent_usd:.4f} of ${budget.limit_usd:.4f}"
+            if verdict is Verdict.WARN:
+                log.warning("session %s: %s budget 80 %% spent (%s)", self.id, budget.name, share)
+                self.emit(ev.Error("budget_warning", f"80 % of the {budget.name} budget spent"
+                                   f" ({share})"))  # fmt: skip
+            elif verdict is Verdict.EXCEEDED and not self._over_budget:
+                self._over_budget = True
+                log.warning("session %s: %s budget spent (%s)", self.id, budget.name, share)
+                self.emit(ev.Error("budget_exceeded", f"the {budget.name} budget is spent "
+                                   f"({share}); the call ends"))  # fmt: skip
+
+    def _probe(self, name: str, value: float | str) -> None:
+        for probe in self.probes:
+            try:
+                probe(self, name, value)
+            except Exception:  # a metric must never break a call
+                log.exception("session %s: a probe failed", self.id)
 
     def emit(self, event: ev.Event) -> None:
         """An event for the transport; errors are redacted of credentials first."""
         if isinstance(event, ev.Error):
             self.errors += 1
+            self._probe("error", event.code)
             event = dataclasses.replace(event, message=redact(event.message, self._secrets))
             self.engine.hooks.emit(
                 "onRealtimeError",
@@ -376,9 +427,12 @@ class Conversation:
         self._emit(event)
 
     async def _run_provider(self) -> None:
+        loop = asyncio.get_running_loop()
+        connecting = loop.time()
         try:
             async with asyncio.timeout(self.connect_timeout):
                 await self.provider.connect()
+            self._probe("provider_connect_ms", round((loop.time() - connecting) * 1000, 1))
         except (BridgeError, TimeoutError, OSError) as exc:
             if isinstance(exc, BridgeError):
                 code, message = exc.code, exc.message
@@ -417,10 +471,17 @@ class Conversation:
                 self.sink.flush()
                 self.emit(event)
             case ev.TurnComplete():
+                self._replying = False
                 self.sink.end_of_reply()
                 self.emit(event)
+                if self._over_budget:  # the reply that was under way has finished
+                    self.end(CloseReason.BUDGET_EXCEEDED)
+                    return False
             case ev.Usage(usage=usage):
                 self.emit(self._priced(usage))
+                if self._over_budget and not self._replying:
+                    self.end(CloseReason.BUDGET_EXCEEDED)
+                    return False
             case ev.Open():
                 while self._early_audio:  # first what came before, then the commands
                     self.provider.send_audio(self._early_audio.popleft())
@@ -441,6 +502,9 @@ class Conversation:
         name, model = self.provider.name, self.provider.model
         cost = self.engine.costs.record(self.id, name, model, usage)
         self.cost.add(cost)
+        if cost is not None:
+            self._probe("cost_usd", cost)
+            self._charge(cost)
         total = usage.get("total_tokens", usage.get("totalTokenCount"))
         if isinstance(total, int) and not isinstance(total, bool) and total > 0:
             self.tokens += min(total, MAX_TOKENS)
@@ -489,6 +553,12 @@ class Conversation:
             "reconnects": stats.get("reconnects", 0) + stats.get("resumes", 0),
             "last_turn_latency_ms": self.last_turn_latency_ms,
             "close_reason": self.close_reason,
+            "owner": self.owner,
+            "max_duration_s": self.max_duration,
+            "budgets": [
+                {"on": b.name, "limit_usd": b.limit_usd, "spent_usd": round(b.spent_usd, 6)}
+                for b in self.budgets
+            ],
             "provider_stats": stats,
             **(self.transport.describe() if self.transport is not None else {}),
         }

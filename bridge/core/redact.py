@@ -7,8 +7,10 @@ with ``[redacted]`` before a peer or a log sees it; so is every secret the bridg
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
+from typing import Any
 
 REDACTED = "[redacted]"
 
@@ -38,3 +40,35 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for pattern in _PATTERNS:
         text = pattern.sub(REDACTED, text)
     return _PAIRS.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+_SECRETS: set[str] = set()  # process-wide, like logging itself: every app's secrets
+_installed = False
+
+
+def install_log_redaction(secrets: Iterable[str] = ()) -> None:
+    """Redact every log record of this process, whichever logger or handler it reaches
+    (aiohttp's access log prints request paths with their ``?token=``; a provider's error may
+    quote a key). Idempotent; ``secrets`` join the set redacted by value.
+
+    Done in the record factory, not in a handler's filter: records reach handlers the bridge
+    does not own (a test's capture, an embedding application's)."""
+    global _installed
+    _SECRETS.update(s for s in secrets if s and len(s) >= 4)
+    if _installed:
+        return
+    _installed = True
+    make_record = logging.getLogRecordFactory()
+
+    def redacted_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed format: let logging report it as usual
+            return record
+        clean = redact(message, _SECRETS)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return record
+
+    logging.setLogRecordFactory(redacted_record)

@@ -7,16 +7,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from bridge.core.budget import LocalLedger
 from bridge.core.engine import Engine
 from bridge.core.errors import BridgeError
 from bridge.core.metrics import Metrics
-from bridge.core.redact import redact
+from bridge.core.redact import install_log_redaction, redact
 from bridge.providers import PROVIDERS
-from bridge.server import signaling
+from bridge.server import prometheus, signaling
+from bridge.server import replicas as replicas_module
 from bridge.server.cluster import Cluster
 from bridge.server.config import Settings
 from bridge.server.conversations import default_model
-from bridge.server.keys import CLUSTER, ENGINE, METRICS, REGISTRY, SETTINGS
+from bridge.server.keys import CLUSTER, ENGINE, LEDGER, METRICS, REGISTRY, REPLICAS, SETTINGS
 from bridge.server.registry import SessionRegistry
 from bridge.transports.webrtc import datachannel, dtls
 from bridge.transports.webrtc.ice import restrict_host_addresses
@@ -39,8 +41,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         status = getattr(exc, "status", 500)
         message = redact(exc.message, request.app[ENGINE].secrets())
         response = error_body(exc.code, message, status)
-        if status == 503:
+        if status in (429, 503):
             response.headers["Retry-After"] = "5"
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="rtc-bridge"'
         return response
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].max_body_bytes
@@ -64,6 +68,16 @@ async def _close_sessions(app: web.Application) -> AsyncIterator[None]:
     await app[REGISTRY].close_all("server_shutdown")
 
 
+async def _share_state(app: web.Application) -> AsyncIterator[None]:
+    """With ``redis_url``: this replica's calls, limits and budgets shared with the others."""
+    async for replicas in replicas_module.connect(app[SETTINGS]):
+        app[REPLICAS] = replicas
+        app[LEDGER] = replicas.ledger
+        app[REGISTRY].listeners.append(replicas.listener)
+        yield
+        await replicas.close([s.id for s in app[REGISTRY]])
+
+
 def create_app(settings: Settings | None = None, cluster: Cluster | None = None) -> web.Application:
     """A bridge application; it owns its sessions and closes them all on cleanup.
 
@@ -82,12 +96,20 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
     )
     app[SETTINGS] = settings
     app[ENGINE] = Engine(settings.provider_options())
+    install_log_redaction(
+        [*app[ENGINE].secrets(), settings.auth_secret, settings.turn_secret,
+         settings.twilio_auth_token]
+    )  # fmt: skip
     app[REGISTRY] = SessionRegistry(settings.max_sessions)
     app[METRICS] = Metrics()
+    app[LEDGER] = LocalLedger()
     if cluster is not None:
         app[CLUSTER] = cluster
+    if settings.redis_url:
+        app.cleanup_ctx.append(_share_state)  # set up before, torn down after the sessions
     app.cleanup_ctx.append(_close_sessions)
     signaling.add_routes(app)
+    prometheus.install(app)
     for spec in PROVIDERS.values():
         model = default_model(settings, spec.name)
         for note in spec.notes(model, app[ENGINE].options(spec.name)):

@@ -10,6 +10,7 @@ never printed: ``repr(settings)`` masks them.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -28,7 +29,7 @@ from bridge.providers.gpt_live import GptLiveOptions
 from bridge.providers.openai import DEFAULT_URL as OPENAI_URL
 from bridge.providers.openai import OpenAIOptions
 
-PROVIDER_NAMES = ("echo", "openai", "gemini")
+PROVIDER_NAMES = ("echo", "openai", "gemini", "gpt-live")
 RESERVED_PATHS = (
     "/",
     "/offer",
@@ -40,6 +41,9 @@ RESERVED_PATHS = (
     "/v1/realtime",
     "/telephony/twilio",
     "/telephony/twilio/voice",
+    "/metrics",
+    "/ice-servers",
+    "/diag/ice",
 )
 LOG_LEVELS = ("debug", "info", "warning", "error")
 GATEWAY_EVENTS = (
@@ -184,6 +188,53 @@ class Settings:
         "the bridge's public http(s) URL, for links it hands out (Twilio's stream URL, its "
         "signature check); default: from each request's Host header",
     )
+    allow_unauthenticated: bool = _setting(
+        False,
+        "serve a non-loopback host without auth_secret (anyone who reaches it can start calls "
+        "on your provider keys)",
+    )
+    allowed_origins: tuple[str, ...] = _setting(
+        (),
+        "Origins browsers may call from, comma separated (* for any; default: same origin)",
+    )
+    token_max_ttl: int = _setting(
+        86_400, "longest lifetime of an access token the bridge accepts, in seconds", min=10
+    )
+    max_sessions_per_ip: int = _setting(
+        20, "most concurrent calls from one client IP (0: no limit)", min=0
+    )
+    max_sessions_per_token: int = _setting(
+        10, "most concurrent calls per access token, unless it grants fewer (0: no limit)", min=0
+    )
+    max_call_duration: float = _setting(
+        3600.0, "seconds a call may last before it ends (max_duration)", min=1
+    )
+    session_budget_usd: float = _setting(
+        0.0,
+        "USD a call may spend (warned at 80 %, ended at 100 %); 0: no limit but the token's",
+        min=0,
+    )
+    turn_urls: tuple[str, ...] = _setting(
+        (),
+        "TURN server URLs (turn:host:3478?transport=udp, ...) whose credentials the bridge "
+        "mints with turn_secret, comma separated",
+    )
+    turn_ttl: int = _setting(
+        3600, "lifetime of minted TURN credentials, in seconds", min=60, max=7 * 86_400
+    )
+    redis_url: str = _setting(
+        "",
+        "Redis for several replicas: shared registry, per-token limits and budgets "
+        "(redis://host:6379/0); default: none, this machine only",
+    )
+    advertise_url: str = _setting(
+        "",
+        "this replica's own http URL other replicas forward requests to (with redis_url); "
+        "default: http://host:port",
+    )
+    log_format: str = _setting("text", "text or json (one JSON object a line, with session ids)")
+    auth_secret: str = field(default="", repr=False, metadata={"secret": "BRIDGE_AUTH_SECRET"})
+    turn_secret: str = field(default="", repr=False, metadata={"secret": "BRIDGE_TURN_SECRET"})
     openai_api_key: str = field(default="", repr=False, metadata={"secret": "OPENAI_API_KEY"})
     gemini_api_key: str = field(default="", repr=False, metadata={"secret": "GEMINI_API_KEY"})
     twilio_auth_token: str = field(default="", repr=False, metadata={"secret": "TWILIO_AUTH_TOKEN"})
@@ -198,6 +249,25 @@ class Settings:
                 raise ConfigError(f"{f.name} must be at most {hi} (got {value})")
         if self.provider and self.provider not in PROVIDER_NAMES:
             raise ConfigError(f"provider must be one of {', '.join(PROVIDER_NAMES)}")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log_format must be text or json (got {self.log_format!r})")
+        if self.auth_secret and len(self.auth_secret) < 32:
+            raise ConfigError("BRIDGE_AUTH_SECRET must be at least 32 characters")
+        if self.turn_urls and not self.turn_secret:
+            raise ConfigError("turn_urls need BRIDGE_TURN_SECRET (coturn's static-auth-secret)")
+        for url in self.turn_urls:
+            if not url.startswith(("turn:", "turns:")):
+                raise ConfigError(f"turn_urls: {url!r} is not a turn: or turns: URL")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix:")):
+            raise ConfigError("redis_url must be a redis://, rediss:// or unix: URL")
+        if self.advertise_url and not self.advertise_url.startswith(("http://", "https://")):
+            raise ConfigError(f"advertise_url must be an http(s) URL (got {self.advertise_url!r})")
+        if not self.auth_secret and not self.allow_unauthenticated and not _loopback(self.host):
+            raise ConfigError(
+                f"host {self.host} is reachable from other machines but no BRIDGE_AUTH_SECRET "
+                "is set: set one (clients then need tokens: bridge token), or pass "
+                "--allow-unauthenticated true to serve anyone who can reach it"
+            )
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         for name in ("openai_url", "gemini_url", "openai_live_url"):
@@ -327,6 +397,13 @@ def parse_value(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
         return raw.strip()
     except ValueError:
         raise ConfigError(f"{source}: {raw!r} is not a valid {kind}") from None
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def public_fields() -> list[dataclasses.Field[Any]]:

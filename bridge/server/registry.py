@@ -7,7 +7,7 @@ import ctypes
 import gc
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from bridge.core.conversation import Conversation
 from bridge.core.errors import BadRequest
@@ -34,6 +34,8 @@ class SessionRegistry:
         self._gc_handle: asyncio.TimerHandle | None = None
         self._last_gc = 0.0
         self.collections = 0
+        self.listeners: list[Callable[[str, Conversation], None]] = []
+        """Told ("added" | "removed", session) as sessions come and go (metrics, limits)."""
 
     def check_capacity(self) -> None:
         if len(self._sessions) >= self.max_sessions:
@@ -48,11 +50,20 @@ class SessionRegistry:
         self.check_capacity()
         self._sessions[session.id] = session
         session.on_closed.append(self.remove)
+        self._tell("added", session)
 
     def remove(self, session: Conversation) -> None:
         if self._sessions.get(session.id) is session:
             del self._sessions[session.id]
             self._schedule_collection()
+            self._tell("removed", session)
+
+    def _tell(self, change: str, session: Conversation) -> None:
+        for listener in self.listeners:
+            try:
+                listener(change, session)
+            except Exception:
+                log.exception("a registry listener failed on %s", change)
 
     def _schedule_collection(self) -> None:
         if self._gc_handle is not None:

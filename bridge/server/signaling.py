@@ -17,9 +17,11 @@ from aiohttp import web
 from bridge.core.conversation import CloseReason, Conversation
 from bridge.core.errors import BadRequest
 from bridge.providers import PROVIDERS
+from bridge.server import turn
+from bridge.server.auth import authenticate
 from bridge.server.config import Settings
-from bridge.server.conversations import default_model, new_conversation
-from bridge.server.keys import CLUSTER, ENGINE, METRICS, REGISTRY, SETTINGS
+from bridge.server.conversations import admit, default_model, new_conversation
+from bridge.server.keys import CLUSTER, ENGINE, METRICS, REGISTRY, REPLICAS, SETTINGS
 from bridge.transports.gateway import add_routes as add_gateway_routes
 from bridge.transports.twilio import add_routes as add_twilio_routes
 from bridge.transports.webrtc.peer import WebRTCCall, WebRTCOptions
@@ -47,6 +49,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/sessions/{id}", get_session)
     app.router.add_delete("/sessions/{id}", delete_session)
     app.router.add_get("/providers", list_providers)
+    turn.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/stats", stats)
     app.router.add_post("/stats/reset", reset_stats)
@@ -95,15 +98,19 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
 
 
 async def _start_session(
-    app: web.Application,
+    request: web.Request,
     offer_sdp: object,
     provider_name: str | None,
     model: str | None,
     session: object,
     kind: str,
 ) -> tuple[WebRTCCall, str]:
+    app = request.app
+    grant = await admit(request)
     check_offer(offer_sdp)
-    conversation = new_conversation(app, provider_name, model, session)
+    conversation = new_conversation(
+        app, provider_name, model, session, grant=grant, client_ip=request.remote
+    )
     settings = app[SETTINGS]
     call = WebRTCCall(conversation, webrtc_options(settings), kind=kind, metrics=app[METRICS])
     app[REGISTRY].add(conversation)
@@ -114,6 +121,7 @@ async def _start_session(
 def webrtc_options(settings: Settings) -> WebRTCOptions:
     return WebRTCOptions(
         ice_servers=settings.ice_servers,
+        turn_servers=turn.bridge_servers(settings),
         connect_timeout=settings.connect_timeout,
         inactivity_timeout=settings.inactivity_timeout,
         max_reply_buffer_ms=settings.max_reply_buffer_ms,
@@ -129,7 +137,7 @@ async def post_offer(request: web.Request) -> web.Response:
     if body.get("type") != "offer":
         raise BadRequest("'type' must be 'offer'", code="invalid_type")
     call, answer = await _start_session(
-        request.app,
+        request,
         body["sdp"],
         _optional_str(body, "provider"),
         _optional_str(body, "model"),
@@ -150,19 +158,22 @@ async def post_whip(request: web.Request) -> web.Response:
     sdp = (await read_body(request)).decode("utf-8", errors="replace")
     query = request.query
     call, answer = await _start_session(
-        request.app,
+        request,
         sdp,
         query.get("provider") or None,
         query.get("model") or None,
         None,
         kind="whip",
     )
-    return web.Response(
+    response = web.Response(
         status=201,
         text=answer,
         content_type="application/sdp",
         headers={"Location": f"/whip/{call.id}", **WHIP_CORS},
     )
+    for link in turn.whip_link_headers(turn.client_servers(request.app[SETTINGS], call.id)):
+        response.headers.add("Link", link)  # RFC 9725: the ICE servers the client may use
+    return response
 
 
 async def options_whip(request: web.Request) -> web.Response:
@@ -170,9 +181,13 @@ async def options_whip(request: web.Request) -> web.Response:
 
 
 def _session(request: web.Request) -> Conversation:
+    """The requested session, if the request's token owns it (or is an admin's)."""
+    grant = authenticate(request, request.app[SETTINGS])
     call = request.app[REGISTRY].get(request.match_info["id"])
     if call is None:
         raise BadRequest("no such session", code="not_found", status=404)
+    if not grant.owns(call.owner):
+        raise BadRequest("this session belongs to another token", code="not_owner", status=403)
     return call
 
 
@@ -189,6 +204,11 @@ def _routed(handler: Handler) -> Handler:
     """Run ``handler`` where the session lives: here, or forwarded to its worker."""
 
     async def route(request: web.Request) -> web.StreamResponse:
+        replicas = request.app.get(REPLICAS)
+        if replicas is not None and request.app[REGISTRY].get(request.match_info["id"]) is None:
+            replica = await replicas.where(request.match_info["id"])
+            if replica is not None:  # another replica holds it
+                return await replicas.forward(request, replica, await read_body(request))
         owner = _elsewhere(request)
         if owner is not None:
             return await request.app[CLUSTER].forward(request, owner, await read_body(request))
@@ -219,11 +239,18 @@ async def patch_whip(request: web.Request) -> web.StreamResponse:
 
 
 async def list_sessions(request: web.Request) -> web.Response:
+    """Every worker's sessions (an admin token's view), or the token's own."""
+    grant = authenticate(request, request.app[SETTINGS])
     sessions = [s.describe() for s in request.app[REGISTRY]]
     cluster = request.app.get(CLUSTER)
     if cluster is not None and "local" not in request.query:
         for answer in await cluster.gather("/sessions?local=1"):
             sessions.extend(answer.get("sessions", []))
+    replicas = request.app.get(REPLICAS)
+    if replicas is not None and "local" not in request.query:
+        sessions.extend(await replicas.other_sessions())
+    if not grant.admin:
+        sessions = [s for s in sessions if grant.owns(s.get("owner"))]
     return web.json_response({"sessions": sessions})
 
 

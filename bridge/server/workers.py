@@ -22,12 +22,14 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.server import prometheus
 from bridge.server.app import create_app
 from bridge.server.cluster import Cluster
 from bridge.server.config import Settings
 from bridge.server.registry import freeze_startup_objects
 
 PR_SET_PDEATHSIG = 1
+METRICS_FOLDER = "metrics"  # in the runtime folder: the workers' Prometheus values
 
 
 def worker_count(settings: Settings) -> int:
@@ -62,6 +64,10 @@ def serve(settings: Settings, announce: Callable[[int], None]) -> int:
     own_folder = not settings.runtime_dir
     folder = tempfile.mkdtemp(prefix="rtc-bridge-") if own_folder else settings.runtime_dir
     paths = tuple(os.path.join(folder, f"worker-{i}.sock") for i in range(workers))
+    # Every worker's metric values, in files GET /metrics on any worker reads: set up before
+    # the fork, so the workers' prometheus_client keeps its values there.
+    metrics_folder = os.path.join(folder, METRICS_FOLDER)
+    prometheus.use_multiprocess_dir(metrics_folder)
     pids: list[int] = []
     try:
         for index in range(workers):
@@ -75,8 +81,9 @@ def serve(settings: Settings, announce: Callable[[int], None]) -> int:
                 finally:
                     os._exit(code)
             pids.append(pid)
-        return _supervise(pids)
+        return _supervise(pids, on_exit=prometheus.worker_exited)
     finally:
+        prometheus.discard_multiprocess_dir(metrics_folder)
         if own_folder:
             shutil.rmtree(folder, ignore_errors=True)
         else:
@@ -91,7 +98,7 @@ def _end_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _supervise(pids: list[int]) -> int:
+def _supervise(pids: list[int], on_exit: Callable[[int], None] = lambda pid: None) -> int:
     def forward(signum: int, _frame: object) -> None:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
@@ -104,6 +111,8 @@ def _supervise(pids: list[int]) -> int:
     while alive:
         pid, status = os.wait()
         alive.discard(pid)
+        with contextlib.suppress(Exception):
+            on_exit(pid)
         code = os.waitstatus_to_exitcode(status)
         if code != 0 and alive:
             worst = worst or (code if code > 0 else 1)

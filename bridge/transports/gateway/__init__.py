@@ -4,7 +4,9 @@
 raw protocol (point the official SDKs' ``websocket_base_url`` at ``ws://host:port/v1``). The
 provider is chosen by ``?model=``: ``gpt-…`` is OpenAI, ``gemini-…`` Gemini, ``echo`` the local
 echo, and ``provider/model`` names both (``gemini/gemini-3.8-live``); ``?provider=`` works
-too. Every refusal before the upgrade is an HTTP 4xx/503 with a JSON body.
+too. Every refusal before the upgrade is an HTTP 4xx/503 with a JSON body. With an auth
+secret, the access token comes as ``Authorization: Bearer`` (the official SDKs send their
+``api_key`` that way: pass the token as the key) or ``?token=``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from aiohttp import web
 from bridge.core.conversation import CloseReason
 from bridge.core.errors import BadRequest
 from bridge.providers import PROVIDERS
-from bridge.server.conversations import new_conversation
+from bridge.server.conversations import admit, new_conversation
 from bridge.server.keys import REGISTRY, SETTINGS
 from bridge.transports.gateway.connection import GatewayCall, GatewaySocket
 from bridge.transports.gateway.policy import GatewayPolicy
@@ -64,10 +66,13 @@ async def _serve(request: web.Request, *, envelope: bool) -> web.StreamResponse:
             code="upgrade_required",
             status=426,
         )
+    grant = await admit(request)  # the SDKs send the token as their "API key"
     provider, model = pick_provider(
         request.query.get("provider") or None, request.query.get("model") or None
     )
-    conversation = new_conversation(app, provider, model, None)
+    conversation = new_conversation(
+        app, provider, model, None, grant=grant, client_ip=request.remote
+    )
     app[REGISTRY].add(conversation)
     ws = GatewaySocket(settings.gateway_max_message_bytes)
     try:

@@ -43,6 +43,7 @@ def add_routes(app: web.Application) -> None:
 async def media_stream(request: web.Request) -> web.WebSocketResponse:
     """One call's media stream, from the upgrade until the socket closes."""
     settings = request.app[SETTINGS]
+    signature.require_configured(settings)
     if settings.twilio_auth_token:
         url = signature.websocket_base(request, settings) + request.raw_path
         signature.check(request, settings.twilio_auth_token, url)

@@ -88,3 +88,14 @@ def check(
             code="bad_signature",
             status=403,
         )
+
+
+def require_configured(settings: Settings) -> None:
+    """A bridge that wants access tokens may not leave Twilio's endpoints open: they take
+    Twilio's signature instead of a token, so they need Twilio's auth token (403)."""
+    if settings.auth_secret and not settings.twilio_auth_token:
+        raise BadRequest(
+            "Twilio endpoints need TWILIO_AUTH_TOKEN when the bridge requires access tokens",
+            code="twilio_not_configured",
+            status=403,
+        )

@@ -271,6 +271,7 @@ class TwilioStream:
             },
             "reply_buffered_ms": playback.buffered_ms if playback else 0,
             "reply_dropped_ms": playback.dropped_ms if playback else 0,
+            "reply_underruns": playback.buffer.rebuffers if playback else 0,
             "twilio": {
                 "stream_sid": self.stream_sid,
                 "call_sid": self.call_sid,

@@ -46,6 +46,7 @@ NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 async def voice(request: web.Request) -> web.Response:
     """TwiML that streams the call to the bridge (POST, or GET if the number is set so)."""
     settings = request.app[SETTINGS]
+    signature.require_configured(settings)
     params = await _form(request, settings) if request.method == "POST" else []
     if settings.twilio_auth_token:
         url = signature.public_base(request, settings) + request.raw_path

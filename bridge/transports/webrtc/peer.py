@@ -7,7 +7,8 @@ sink) and the ``events`` data channel (:mod:`.datachannel`: client messages beco
 conversation commands, conversation events become JSON messages that fit the peer's limit).
 It ends its conversation when the peer closes or fails, never connects (``connect_timeout``)
 or stops sending audio (``inactivity_timeout``); the conversation closes the call when it ends
-for any other reason. Both ends are idempotent.
+for any other reason. Both ends are idempotent. ``describe()`` adds the network figures (RTT,
+jitter, loss and the types of the selected ICE candidate pair), refreshed every 2 s.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +31,7 @@ from bridge.core.errors import BadRequest
 from bridge.core.metrics import Metrics
 from bridge.core.tasks import OwnedTasks
 from bridge.transports.webrtc import datachannel, dtls, jitter
-from bridge.transports.webrtc.ice import rtc_configuration
+from bridge.transports.webrtc.ice import IceServer, rtc_configuration
 from bridge.transports.webrtc.inbound import InboundAudio
 from bridge.transports.webrtc.outbound import OPUS, PCMA, PCMU, OutboundAudioTrack
 from bridge.transports.webrtc.sdp import answer_codec, check_offer, payload_types
@@ -44,11 +46,15 @@ CLOSE_FLUSH_S = 0.2
 ERROR_DELIVERY_GRACE_S = 5.0
 # Ends the peer should hear about even if its channel is not open yet (it may still open).
 GRACE_REASONS = (CloseReason.PROVIDER_ERROR, CloseReason.PROVIDER_CLOSED)
+STATS_INTERVAL_S = 2.0  # how often a call refreshes its RTT, jitter and loss figures
 
 
 @dataclass(frozen=True)
 class WebRTCOptions:
-    ice_servers: tuple[str, ...] = ()
+    ice_servers: tuple[str, ...] = ()  # STUN (or TURN) URLs without credentials
+    # Servers with credentials (the TURN credentials the bridge mints); they come before
+    # ice_servers, as aiortc uses only the first STUN and the first usable TURN URL.
+    turn_servers: tuple[IceServer, ...] = ()
     connect_timeout: float = 15.0  # seconds a new peer has to connect
     inactivity_timeout: float = 15.0  # seconds without inbound audio before the call ends
     max_reply_buffer_ms: int = 60_000
@@ -75,7 +81,9 @@ class WebRTCCall:
         self.max_message_bytes = MAX_CHANNEL_MESSAGE  # what the peer's SCTP takes, at most ours
         self.events_sent = 0
         self.events_dropped = 0
-        self._pc = RTCPeerConnection(rtc_configuration(options.ice_servers))
+        self._pc = RTCPeerConnection(rtc_configuration(options.ice_servers, options.turn_servers))
+        self._clock_rate = 48000  # the negotiated codec's RTP clock, for jitter in ms
+        self._network: dict[str, Any] = {}  # the latest RTCP figures (see _watch_stats)
         self._channel: RTCDataChannel | None = None
         self._pending: deque[str] = deque(maxlen=MAX_PENDING_EVENTS)
         self._tasks = OwnedTasks(
@@ -127,6 +135,7 @@ class WebRTCCall:
                 "the session ended while its offer was answered", code="session_ended", status=410
             )
         self.codec = codec.name
+        self._clock_rate = codec.rate
         self.track.set_codec(codec)
         input_format, output_format = self.conversation.configure_audio(codec.name.lower())
         self.track.set_source(output_format)
@@ -143,6 +152,7 @@ class WebRTCCall:
             raise RuntimeError("aiortc changed: the inbound audio path cannot be installed")
         self._tasks.spawn(self._watch_connect(), "connect-watchdog")
         self._tasks.spawn(self._watch_inbound(self._inbound), "inbound-watchdog")
+        self._tasks.spawn(self._watch_stats(), "stats")
         self.conversation.start()
         self._answered = True
         return str(pc.localDescription.sdp)
@@ -216,6 +226,17 @@ class WebRTCCall:
                 return
             await asyncio.sleep(min(timeout - idle, 1.0) + 0.005)
 
+    async def _watch_stats(self) -> None:
+        """Keep the latest RTT, jitter and loss for ``describe()`` (which is synchronous):
+        aiortc's ``getStats()`` every ``STATS_INTERVAL_S``, from its RTCP bookkeeping."""
+        await self._connected.wait()
+        while True:
+            await asyncio.sleep(STATS_INTERVAL_S)
+            try:
+                self._network = network_figures(await self._pc.getStats(), self._clock_rate)
+            except Exception:  # figures are best effort: never let them end a call
+                log.debug("session %s: no WebRTC stats", self.id, exc_info=True)
+
     # -- the events channel --------------------------------------------------------------------
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
@@ -284,6 +305,7 @@ class WebRTCCall:
             },
             "reply_buffered_ms": self.track.buffered_ms,
             "reply_dropped_ms": self.track.dropped_ms,
+            "reply_underruns": self.track.playout.rebuffers,  # a reply ran dry mid-way
             "events_sent": self.events_sent,
             "events_dropped": self.events_dropped,
             "inbound": {
@@ -291,7 +313,62 @@ class WebRTCCall:
                 "dropped": inbound.dropped if inbound else 0,
                 "decode_errors": inbound.decode_errors if inbound else 0,
             },
+            "network": {
+                "ice_state": self._pc.iceConnectionState,
+                "selected_pair": selected_pair(self._pc),
+                "rtt_ms": None,
+                **self._network,
+            },
         }
+
+
+def selected_pair(pc: RTCPeerConnection) -> dict[str, Any] | None:
+    """The ICE candidate pair the media flows on (its types: host, srflx, prflx, relay), or
+    None before ICE completes. aiortc has no API for it: this reads aioice's nominated pair
+    of the first transceiver's transport (the only one under BUNDLE, the audio one without)."""
+    try:
+        ice = pc.getTransceivers()[0].receiver.transport.transport
+        pair = ice._connection._nominated.get(1)
+    except (AttributeError, IndexError):
+        return None
+    if pair is None:
+        return None
+    local, remote = pair.local_candidate, pair.remote_candidate
+    return {
+        "local": {"type": local.type, "protocol": local.transport},
+        "remote": {"type": remote.type, "protocol": remote.transport},
+    }
+
+
+def network_figures(report: Mapping[str, Any], clock_rate: int) -> dict[str, Any]:
+    """RTT, jitter and loss of the audio streams from an aiortc stats report: ``inbound`` is
+    what the bridge receives (its own count), ``outbound`` what the peer reports receiving
+    (its RTCP receiver reports); ``rtt_ms`` comes from those reports too."""
+    figures: dict[str, Any] = {}
+    for stats in report.values():
+        if getattr(stats, "kind", None) != "audio":
+            continue
+        if stats.type == "inbound-rtp":
+            received, lost = stats.packetsReceived, max(stats.packetsLost, 0)
+            expected = received + lost
+            figures["inbound"] = {
+                "packets": received,
+                "lost": lost,
+                "loss_pct": round(100 * lost / expected, 2) if expected else 0.0,
+                "jitter_ms": round(stats.jitter * 1000 / clock_rate, 2),
+            }
+        elif stats.type == "remote-inbound-rtp":
+            rtt = stats.roundTripTime
+            figures["rtt_ms"] = round(rtt * 1000, 2) if rtt is not None else None
+            figures["outbound"] = {
+                **figures.get("outbound", {}),
+                "lost": max(stats.packetsLost, 0),
+                "fraction_lost": round(stats.fractionLost / 256, 4),
+                "jitter_ms": round(stats.jitter * 1000 / clock_rate, 2),
+            }
+        elif stats.type == "outbound-rtp":
+            figures["outbound"] = {**figures.get("outbound", {}), "packets": stats.packetsSent}
+    return figures
 
 
 def _codec_preferences(offered: tuple[str, ...]) -> list[Any]:
