@@ -169,7 +169,8 @@ class Conversation:
         self._replying = False  # a reply is being generated (from its first output to its end)
         self.probes: list[Callable[[Conversation, str, float | str], None]] = []
         """Measurements as they happen, for metrics: ("provider_connect_ms", ms),
-        ("turn_latency_ms", ms), ("cost_usd", usd of one report), ("error", code)."""
+        ("turn_latency_ms", ms), ("cost_usd", usd of one report), ("error", code), and loop
+        times: ("provider_open", t), ("reply_began", t)."""
         self.audio_in_bytes = 0
         self.audio_out_bytes = 0
         self.tokens = 0
@@ -374,6 +375,8 @@ class Conversation:
         self._turn_ended_at = asyncio.get_running_loop().time()
 
     def _reply_began(self) -> None:
+        if not self._replying:
+            self._probe("reply_began", asyncio.get_running_loop().time())
         self._replying = True
         if self._turn_ended_at is not None:
             elapsed = asyncio.get_running_loop().time() - self._turn_ended_at
@@ -487,6 +490,7 @@ class Conversation:
                     self.provider.send_audio(self._early_audio.popleft())
                 self._early_bytes = 0
                 self._provider_open.set()
+                self._probe("provider_open", asyncio.get_running_loop().time())
                 self._maybe_active()
                 self.emit(event)
             case ev.Error(fatal=True):

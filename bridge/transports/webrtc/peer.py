@@ -94,7 +94,12 @@ class WebRTCCall:
         self._inbound: InboundAudio | None = None
         self._answered = False
         self._closed = False
+        # Loop times of the connect stages (offer, answer, ice, dtls, channel, provider_open,
+        # open_delivered, first_audio): what "press call, hear the reply" is made of.
+        self._stages: dict[str, float] = {"offer": asyncio.get_running_loop().time()}
+        self._open_waiting = False  # the open event waits for the channel
         conversation.attach(self, self.track, self._send_event)
+        conversation.probes.append(self._on_probe)
 
     @property
     def id(self) -> str:
@@ -116,6 +121,7 @@ class WebRTCCall:
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
         pc.on("connectionstatechange", self._on_connection_state)
+        pc.on("iceconnectionstatechange", self._on_ice_state)
         try:
             transceiver = pc.addTransceiver(self.track, direction="sendrecv")
             transceiver.setCodecPreferences(_codec_preferences(offer.audio.codecs))
@@ -153,8 +159,9 @@ class WebRTCCall:
         self._tasks.spawn(self._watch_connect(), "connect-watchdog")
         self._tasks.spawn(self._watch_inbound(self._inbound), "inbound-watchdog")
         self._tasks.spawn(self._watch_stats(), "stats")
-        self.conversation.start()
+        self.conversation.start()  # the provider opens while ICE and DTLS run
         self._answered = True
+        self._stage("answer")
         return str(pc.localDescription.sdp)
 
     async def close(self, reason: str) -> None:
@@ -198,9 +205,29 @@ class WebRTCCall:
         except TimeoutError:
             self.conversation.end(CloseReason.CONNECT_TIMEOUT)
 
+    def _stage(self, name: str, at: float | None = None) -> None:
+        if name not in self._stages:
+            self._stages[name] = at if at is not None else asyncio.get_running_loop().time()
+
+    def _on_probe(self, conversation: Conversation, name: str, value: float | str) -> None:
+        if name in ("provider_open", "reply_began") and isinstance(value, float):
+            self._stage("first_audio" if name == "reply_began" else name, value)
+
+    def _on_ice_state(self) -> None:
+        if self._pc.iceConnectionState in ("connected", "completed"):
+            self._stage("ice")
+
+    def connect_ms(self) -> dict[str, float]:
+        """Each stage's time after the offer arrived, in ms (stages not reached are absent)."""
+        offer = self._stages.get("offer")
+        if offer is None:
+            return {}
+        return {k: round((t - offer) * 1000, 1) for k, t in self._stages.items() if k != "offer"}
+
     def _on_connection_state(self) -> None:
         state = self._pc.connectionState
         if state == "connected":
+            self._stage("dtls")
             self._connected.set()
             self.conversation.peer_connected()
         elif state == "failed":
@@ -250,6 +277,9 @@ class WebRTCCall:
             channel.on("open", self._flush_pending)
 
     def _flush_pending(self) -> None:
+        self._stage("channel")
+        if self._open_waiting:
+            self._stage("open_delivered")
         self._channel_open.set()
         while self._pending and self._channel is not None:
             self._send_text(self._pending.popleft(), essential=True)
@@ -273,6 +303,12 @@ class WebRTCCall:
         wire = ev.to_wire(event)
         if wire is None:
             return
+        if isinstance(event, ev.Open):
+            channel = self._channel
+            if channel is not None and channel.readyState == "open":
+                self._stage("open_delivered")
+            else:
+                self._open_waiting = True
         for text in datachannel.encode(wire, self.max_message_bytes):
             self._send_text(text, essential=wire.get("type") in ("error", "close"))
 
@@ -306,6 +342,7 @@ class WebRTCCall:
             "reply_buffered_ms": self.track.buffered_ms,
             "reply_dropped_ms": self.track.dropped_ms,
             "reply_underruns": self.track.playout.rebuffers,  # a reply ran dry mid-way
+            "connect_ms": self.connect_ms(),
             "events_sent": self.events_sent,
             "events_dropped": self.events_dropped,
             "inbound": {
