@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
 import sys
@@ -50,21 +51,30 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--max-duration", type=float, help="seconds each call may last")
     token.add_argument("--max-sessions", type=int, help="concurrent calls it may hold")
     token.add_argument("--budget-usd", type=float, help="USD all its calls may spend")
-    emulate = commands.add_parser("emulate", help="run a local provider emulator")
+    emulate = commands.add_parser(
+        "emulate",
+        help="run a local provider emulator",
+        description="A local server that speaks a provider's wire protocol (for tests and "
+        "demos without keys or network). Ctrl+C stops it.",
+    )
     emulate.add_argument(
         "provider", choices=["openai", "gemini", "gpt-live"], help="which to emulate"
     )
-    emulate.add_argument("--host", default="127.0.0.1")
-    emulate.add_argument("--port", type=int, default=8765)
+    emulate.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    emulate.add_argument("--port", type=int, default=8765, help="TCP port to listen on")
     emulate.add_argument(
         "--reply",
         choices=["echo", "tone", "text", "loopback"],
         default="echo",
-        help="loopback (openai): every appended chunk comes straight back, for latency tests; "
-        "gpt-live takes echo or tone",
+        help="what it answers: echo (your utterance), tone, text (openai), loopback (openai: "
+        "every appended chunk straight back, for latency tests); gpt-live takes echo or tone",
     )
-    emulate.add_argument("--tone-hz", type=float, default=660.0)
-    emulate.add_argument("--tone-seconds", type=float, default=1.0)
+    emulate.add_argument(
+        "--tone-hz", type=float, default=660.0, help="pitch of the tone reply, in Hz"
+    )
+    emulate.add_argument(
+        "--tone-seconds", type=float, default=1.0, help="length of the tone reply, in seconds"
+    )
     emulate.add_argument(
         "--speed", type=float, default=4.0, help="reply speed, x real time (0.8: slower)"
     )
@@ -102,22 +112,49 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(settings: Settings) -> int:
     from bridge.server.workers import serve
 
-    def announce(workers: int) -> None:
+    def announce(workers: int, url: str) -> None:
         print(
-            f"rtc-bridge on http://{settings.host}:{settings.port}/ "
+            f"rtc-bridge on {url} "
             f"(default provider: {settings.default_provider}, {workers} worker"
             f"{'s' if workers > 1 else ''}); Ctrl+C stops it",
             flush=True,
         )
+        if settings.tls == "self-signed":
+            print(
+                f"open {url} on your phone or another machine and accept the certificate "
+                "warning (self-signed); the microphone then works",
+                flush=True,
+            )
 
+    for warning in _network_warnings(settings):
+        print(f"bridge: warning: {warning}", file=sys.stderr, flush=True)
     try:
         return serve(settings, announce)
     except OSError as exc:
+        why = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            why = "the port is in use (another bridge, or another program, listens there)"
         print(
-            f"bridge: error: cannot listen on {settings.host}:{settings.port}: {exc}",
+            f"bridge: error: cannot listen on {settings.host}:{settings.port}: {why}",
             file=sys.stderr,
         )
         return 2
+
+
+def _network_warnings(settings: Settings) -> list[str]:
+    """What would make calls from other machines time out (checked once, at startup)."""
+    import asyncio
+
+    from bridge.server.config import is_loopback
+    from bridge.server.turn import diagnose
+
+    if is_loopback(settings.host):
+        return []  # only this machine's clients: loopback candidates are what they need
+    try:
+        report = asyncio.run(diagnose(settings, probe=False))
+    except Exception as exc:  # the check is advice: it must never stop the service
+        return [f"could not check the ICE addresses: {type(exc).__name__}"]
+    return [str(w) for w in report.get("warnings", [])]
 
 
 def _token(args: argparse.Namespace) -> int:

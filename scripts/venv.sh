@@ -16,7 +16,9 @@ ensure_venv() {
     want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         .venv/bin/python -m pip install --quiet --upgrade pip
-        .venv/bin/python -m pip install --quiet -e ".${extra:+[$extra]}"
+        # setuptools' notice that an editable install points at this folder is expected here.
+        PYTHONWARNINGS="ignore:Editable installation" \
+            .venv/bin/python -m pip install --quiet -e ".${extra:+[$extra]}"
         echo "$want" > "$stamp"
     fi
 }

@@ -145,8 +145,9 @@ async def test_the_readme_run_command_serves_the_demo_page() -> None:
                 raise AssertionError("./run did not serve the page")
     finally:
         os.killpg(proc.pid, signal.SIGINT)
-        proc.communicate(timeout=30)
+        out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0
+    assert "Warning" not in out and "warning:" not in out, out  # nothing from our packaging
 
 
 async def test_emulate_command_serves_the_openai_protocol() -> None:

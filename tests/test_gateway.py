@@ -230,7 +230,7 @@ async def receive_event(ws: aiohttp.ClientWebSocketResponse, name: str) -> Any:
 async def test_refused_events_get_a_clear_error_and_the_session_goes_on(
     start_bridge: Any,
 ) -> None:
-    bridge = await start_bridge(lock_instructions=True)
+    bridge = await start_bridge(lock_instructions=True, session_defaults='{"instructions": "x"}')
     async with (
         bridge.http.ws_connect(f"{bridge.url}/realtime?model=echo") as ws,
         bridge.http.ws_connect(f"{bridge.url}/v1/realtime?model=echo") as raw,

@@ -47,7 +47,7 @@ from bridge.core.pricing import MAX_TOKENS, CostTotal
 from bridge.core.redact import redact
 from bridge.core.session_config import SessionConfig
 from bridge.core.tasks import OwnedTasks
-from bridge.providers import Provider
+from bridge.providers import Provider, check_voice
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +349,10 @@ class Conversation:
                 self._user_turn_ended()
             case cmd.UpdateSession(session=update):
                 self.check_unlocked(update)
-                self.config = await self.provider.update_session(self.config.merged(update))
+                merged = self.config.merged(update)
+                if merged.voice != self.config.voice:
+                    check_voice(self.provider.name, merged.voice)
+                self.config = await self.provider.update_session(merged)
             case cmd.Interrupt():
                 played = self.sink.flush()
                 await self.provider.interrupt(played, cancel=True)

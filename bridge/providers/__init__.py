@@ -13,6 +13,7 @@ __all__ = [
     "Provider",
     "ProviderOptions",
     "ProviderSpec",
+    "check_voice",
     "create_provider",
     "routed",
 ]
@@ -72,6 +73,20 @@ def routed(name: str, model: str | None) -> str:
     if name == "openai" and model and model.startswith("gpt-live"):
         return "gpt-live"
     return name
+
+
+def check_voice(provider: str, voice: str | None) -> None:
+    """:class:`BadRequest` (``invalid_session``) for a voice ``provider`` does not have.
+    OpenAI's custom voices (``voice_…`` ids) pass; the provider checks those itself."""
+    spec = PROVIDERS.get(provider)
+    if voice is None or spec is None or not spec.voices or voice in spec.voices:
+        return
+    if provider in ("openai", "gpt-live") and voice.startswith("voice_"):
+        return
+    known = ", ".join(spec.voices)
+    raise BadRequest(
+        f"{voice[:40]!r} is not a voice of {provider} (known: {known})", code="invalid_session"
+    )
 
 
 def spec_of(name: str) -> ProviderSpec:

@@ -20,6 +20,7 @@ from typing import Any
 from bridge.core.errors import BadRequest, ConfigError
 from bridge.core.session_config import SessionConfig
 from bridge.protocols.openai_server import CLIENT_EVENTS
+from bridge.providers import PROVIDERS
 from bridge.providers.base import ProviderOptions
 from bridge.providers.echo import EchoOptions
 from bridge.providers.gemini import DEFAULT_URL as GEMINI_URL
@@ -233,6 +234,13 @@ class Settings:
         "default: http://host:port",
     )
     log_format: str = _setting("text", "text or json (one JSON object a line, with session ids)")
+    tls: str = _setting(
+        "",
+        "self-signed: serve HTTPS with a certificate made for this machine's LAN address "
+        "(phones and other machines need https:// for the microphone)",
+    )
+    tls_cert: str = _setting("", "PEM certificate (chain) to serve HTTPS with (and --tls-key)")
+    tls_key: str = _setting("", "PEM private key of --tls-cert")
     auth_secret: str = field(default="", repr=False, metadata={"secret": "BRIDGE_AUTH_SECRET"})
     turn_secret: str = field(default="", repr=False, metadata={"secret": "BRIDGE_TURN_SECRET"})
     openai_api_key: str = field(default="", repr=False, metadata={"secret": "OPENAI_API_KEY"})
@@ -249,6 +257,16 @@ class Settings:
                 raise ConfigError(f"{f.name} must be at most {hi} (got {value})")
         if self.provider and self.provider not in PROVIDER_NAMES:
             raise ConfigError(f"provider must be one of {', '.join(PROVIDER_NAMES)}")
+        if self.tls not in ("", "self-signed"):
+            raise ConfigError(f"tls must be self-signed or empty (got {self.tls!r})")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_cert and tls_key go together")
+        if self.tls and self.tls_cert:
+            raise ConfigError("tls self-signed and tls_cert contradict each other: pick one")
+        for name in ("tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path and not os.path.isfile(path):
+                raise ConfigError(f"{name}: no such file {path!r}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log_format must be text or json (got {self.log_format!r})")
         if self.auth_secret and len(self.auth_secret) < 32:
@@ -262,7 +280,7 @@ class Settings:
             raise ConfigError("redis_url must be a redis://, rediss:// or unix: URL")
         if self.advertise_url and not self.advertise_url.startswith(("http://", "https://")):
             raise ConfigError(f"advertise_url must be an http(s) URL (got {self.advertise_url!r})")
-        if not self.auth_secret and not self.allow_unauthenticated and not _loopback(self.host):
+        if not self.auth_secret and not self.allow_unauthenticated and not is_loopback(self.host):
             raise ConfigError(
                 f"host {self.host} is reachable from other machines but no BRIDGE_AUTH_SECRET "
                 "is set: set one (clients then need tokens: bridge token), or pass "
@@ -286,7 +304,21 @@ class Settings:
             )
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError(f"public_url must be an http(s) URL (got {self.public_url!r})")
-        self.session_base  # noqa: B018 - validates session_defaults now, not mid-call
+        base = self.session_base  # validates session_defaults now, not mid-call
+        if self.lock_instructions and not base.instructions:
+            raise ConfigError(
+                "lock_instructions locks the instructions of session_defaults, which has none: "
+                'set session_defaults (e.g. {"instructions": "..."}) or drop lock_instructions'
+            )
+        if self.advertise_url and not self.redis_url:
+            raise ConfigError("advertise_url is for replicas sharing redis_url, which is not set")
+        if self.connect_timeout >= self.max_call_duration:
+            raise ConfigError("connect_timeout must be shorter than max_call_duration")
+        if self.provider:
+            options = self.provider_options()[self.provider]
+            reason = PROVIDERS[self.provider].unavailable_reason(options)
+            if reason:
+                raise ConfigError(f"provider {self.provider} cannot be used: {reason}")
         for url in self.ice_servers:
             if not url.startswith(("stun:", "turn:", "turns:")):
                 raise ConfigError(f"ice_servers: {url!r} is not a stun:, turn: or turns: URL")
@@ -399,7 +431,7 @@ def parse_value(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
         raise ConfigError(f"{source}: {raw!r} is not a valid {kind}") from None
 
 
-def _loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

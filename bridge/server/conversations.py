@@ -12,7 +12,7 @@ from bridge.core.budget import Budget, LocalLedger
 from bridge.core.conversation import Conversation
 from bridge.core.errors import BadRequest
 from bridge.core.session_config import SessionConfig
-from bridge.providers import spec_of
+from bridge.providers import check_voice, spec_of
 from bridge.server.auth import INTERNAL, OPEN, Grant, authenticate, check_origin
 from bridge.server.config import Settings
 from bridge.server.keys import CLUSTER, ENGINE, LEDGER, REGISTRY, REPLICAS, SETTINGS
@@ -102,7 +102,9 @@ def session_config(settings: Settings, provider: str, update: object) -> Session
             "session.instructions is set by the server and cannot be changed",
             code="locked_field",
         )
-    return base.merged(update if update is not None else {})
+    config = base.merged(update if update is not None else {})
+    check_voice(provider, config.voice)
+    return config
 
 
 def new_session_id(app: web.Application) -> str:

@@ -16,13 +16,14 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import tempfile
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
 
-from bridge.server import prometheus
+from bridge.server import prometheus, tls
 from bridge.server.app import create_app
 from bridge.server.cluster import Cluster
 from bridge.server.config import Settings
@@ -51,16 +52,21 @@ def listen(host: str, port: int, *, shared: bool = False, backlog: int = 1024) -
     return sock
 
 
-def serve(settings: Settings, announce: Callable[[int], None]) -> int:
-    """Serve until SIGINT/SIGTERM; returns the exit code."""
+def serve(settings: Settings, announce: Callable[[int, str], None]) -> int:
+    """Serve until SIGINT/SIGTERM; returns the exit code. ``announce`` gets the number of
+    workers and the URL to open."""
     workers = worker_count(settings)
+    ssl_context, lan_url = tls.context(settings)
+    scheme = "https" if ssl_context is not None else "http"
+    url = lan_url or f"{scheme}://{settings.host}:{settings.port}/"
     if workers == 1:
         sock = listen(settings.host, settings.port)
-        announce(workers)
-        return _run_worker(settings, sock, None)
-    # Fail here, not in every worker, when the port is taken (bound, never listening).
-    listen(settings.host, settings.port, shared=True, backlog=0).close()
-    announce(workers)
+        announce(workers, url)
+        return _run_worker(settings, sock, None, ssl_context)
+    # Fail here, not in every worker, when the port is taken. Bound without SO_REUSEPORT
+    # (never listening): another bridge's workers share the port with each other, not with us.
+    listen(settings.host, settings.port, backlog=0).close()
+    announce(workers, url)
     own_folder = not settings.runtime_dir
     folder = tempfile.mkdtemp(prefix="rtc-bridge-") if own_folder else settings.runtime_dir
     paths = tuple(os.path.join(folder, f"worker-{i}.sock") for i in range(workers))
@@ -77,7 +83,7 @@ def serve(settings: Settings, announce: Callable[[int], None]) -> int:
                 try:
                     _end_with_parent()
                     sock = listen(settings.host, settings.port, shared=True)
-                    code = _run_worker(settings, sock, Cluster(index, paths))
+                    code = _run_worker(settings, sock, Cluster(index, paths), ssl_context)
                 finally:
                     os._exit(code)
             pids.append(pid)
@@ -122,7 +128,12 @@ def _supervise(pids: list[int], on_exit: Callable[[int], None] = lambda pid: Non
     return worst
 
 
-def _run_worker(settings: Settings, sock: socket.socket, cluster: Cluster | None) -> int:
+def _run_worker(
+    settings: Settings,
+    sock: socket.socket,
+    cluster: Cluster | None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> int:
     # A stop signal can come before the event loop is up (e.g. while a sibling still starts):
     # remember it instead of dying with a traceback, and stop as soon as the loop runs.
     early: list[int] = []
@@ -133,7 +144,7 @@ def _run_worker(settings: Settings, sock: socket.socket, cluster: Cluster | None
         runner = web.AppRunner(create_app(settings, cluster), handle_signals=False)
         await runner.setup()
         freeze_startup_objects()
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, ssl_context=ssl_context).start()
         if cluster is not None:
             await web.UnixSite(runner, cluster.sockets[cluster.index]).start()
         stop = asyncio.Event()

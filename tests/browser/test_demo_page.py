@@ -163,3 +163,39 @@ async def test_the_page_loads_nothing_from_outside(chromium: Any, bridge: Any) -
     await page.goto(bridge.url + "/")
     await page.wait_for_load_state("networkidle")
     assert requested and all(url.startswith(bridge.url) for url in requested), requested
+
+
+async def test_the_page_works_over_https_with_a_self_signed_certificate(
+    chromium: Any, artifacts: Path
+) -> None:
+    """``--tls self-signed``: what a phone on the LAN needs (browsers give the microphone to
+    secure origins only); the browser accepts the certificate as a user would."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "BRIDGE_ICE_ADDRESSES": "127.0.0.1", "BRIDGE_WORKERS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "serve", "--tls", "self-signed", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()
+        assert f"https://localhost:{port}/" in banner or f":{port}/" in banner, banner
+        context = await chromium.new_context(ignore_https_errors=True)
+        page = await context.new_page()
+        url = f"https://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                await page.goto(url + "/")
+                break
+            except Exception:
+                await asyncio.sleep(0.1)
+        assert await page.evaluate("window.isSecureContext")
+        await start_call(page, url)
+        await check_a_heard_turn(page, ("speechStarted", "speechStopped", "turnComplete"))
+        await page.screenshot(path=str(artifacts / "https-call.png"), full_page=True)
+        await context.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)

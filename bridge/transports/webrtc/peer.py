@@ -203,6 +203,13 @@ class WebRTCCall:
         try:
             await asyncio.wait_for(self._connected.wait(), self.options.connect_timeout)
         except TimeoutError:
+            log.warning(
+                "session %s: the peer did not connect within %g s (ICE state %s): clients on "
+                "other machines need a reachable --ice-addresses or --turn-urls (GET /diag/ice)",
+                self.id,
+                self.options.connect_timeout,
+                self._pc.iceConnectionState,
+            )
             self.conversation.end(CloseReason.CONNECT_TIMEOUT)
 
     def _stage(self, name: str, at: float | None = None) -> None:
