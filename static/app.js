@@ -137,6 +137,23 @@ function sessionConfig() {
   return session;
 }
 
+// Why a call ended, in plain words with what to do (the code is in the event log).
+const CLOSE_REASONS = {
+  peer_closed: 'The call ended.',
+  peer_failed: 'The network connection to the bridge broke off.',
+  connect_timeout: 'The call could not connect in time: the bridge may not be reachable from this device (its --ice-addresses, or TURN).',
+  inactive: 'No sound reached the bridge for a while, so it ended the call. Check the microphone.',
+  provider_error: 'The voice provider reported an error (shown above).',
+  provider_closed: 'The voice provider ended the session.',
+  deleted: 'The call was ended on the server.',
+  server_shutdown: 'The bridge is shutting down.',
+  max_duration: 'The call reached its maximum length.',
+  budget_exceeded: 'The call reached its spending limit.',
+  client_too_slow: 'This page could not keep up with the bridge.',
+  bad_offer: 'The browser\'s call setup was refused by the bridge.',
+  internal_error: 'The bridge ran into an internal error. Its log says more.',
+};
+
 // ---------------------------------------------------------------- transcript
 
 const openTurns = { user: null, assistant: null };
@@ -166,20 +183,31 @@ function appendToTranscript(el) {
   if (atBottom) t.scrollTop = t.scrollHeight;
 }
 
+// Keep the newest text in view while the reader is at the bottom: decided before the text
+// grows (after it, a long delta would look like the reader had scrolled up), applied after.
+function keepInView(change) {
+  const t = ui.transcript;
+  const atBottom = t.scrollHeight - t.scrollTop - t.clientHeight < 40;
+  change();
+  if (atBottom) t.scrollTop = t.scrollHeight;
+}
+
 function appendTurnText(role, delta) {
   if (!delta) return;
-  const turn = openTurns[role] || (openTurns[role] = addTurn(role, '', 'live'));
-  turn.querySelector('.text').textContent += delta;
-  const t = ui.transcript;
-  if (t.scrollHeight - t.scrollTop - t.clientHeight < 80) t.scrollTop = t.scrollHeight;
+  keepInView(() => {
+    const turn = openTurns[role] || (openTurns[role] = addTurn(role, '', 'live'));
+    turn.querySelector('.text').textContent += delta;
+  });
 }
 
 function finalizeTurn(role, text) {
-  const late = lastClosed[role]?.isConnected && !lastClosed[role].dataset.final ? lastClosed[role] : null;
-  const turn = openTurns[role] || late || addTurn(role);
-  if (typeof text === 'string') turn.querySelector('.text').textContent = text;
-  turn.dataset.final = '1';
-  closeTurn(role, turn);
+  keepInView(() => {
+    const late = lastClosed[role]?.isConnected && !lastClosed[role].dataset.final ? lastClosed[role] : null;
+    const turn = openTurns[role] || late || addTurn(role);
+    if (typeof text === 'string') turn.querySelector('.text').textContent = text;
+    turn.dataset.final = '1';
+    closeTurn(role, turn);
+  });
 }
 
 function closeTurn(role, turn = openTurns[role]) {
@@ -606,8 +634,8 @@ function handleEvent(c, msg) {
       break;
     }
     case 'close': {
-      const reason = msg.reason ? `: ${msg.reason}` : '';
-      endCall({ state: 'closed', notice: `The bridge ended the session${reason}.\nPress Start to begin a new call.` });
+      const why = CLOSE_REASONS[msg.reason] || (msg.reason ? `The bridge ended the call (${msg.reason}).` : 'The bridge ended the call.');
+      endCall({ state: 'closed', notice: `${why}\nPress Start to begin a new call.` });
       break;
     }
     default:

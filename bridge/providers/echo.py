@@ -121,8 +121,9 @@ class EchoProvider:
         self._typed.append(text)
         if not turn_complete:
             return
+        # No user transcript: as with the real providers, a typed message is the client's own
+        # text (it shows it already); only speech is transcribed.
         text, self._typed = " ".join(self._typed), []
-        self._emit(ev.Transcript("user", text, final=True))
         self._emit(ev.TextDelta(f"You said: {text}"))
         self._emit(ev.TurnComplete())
         self._emit(ev.Usage({"input_text_chars": len(text)}))

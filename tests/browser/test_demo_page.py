@@ -199,3 +199,55 @@ async def test_the_page_works_over_https_with_a_self_signed_certificate(
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
+
+
+async def test_a_typed_message_shows_once_with_its_reply(chromium: Any, bridge: Any) -> None:
+    page = await chromium.new_page(viewport={"width": 1100, "height": 900})
+    await start_call(page, bridge.url)
+    await page.fill("#text-input", "hello there")
+    await page.press("#text-input", "Enter")
+    await wait_for(page, "document.querySelector('#transcript').innerText.includes('You said')")
+    await wait_for(page, "window.bridgeDemo.events.some(e => e.type === 'turnComplete')")
+    bubbles = await page.evaluate(
+        "[...document.querySelectorAll('#transcript .turn.user')]"
+        ".filter(t => t.innerText.includes('hello there')).length"
+    )
+    assert bubbles == 1
+    # The newest bubble is fully in view once its text is in.
+    visible = await page.evaluate(
+        """() => {
+          const t = document.querySelector('#transcript');
+          const last = t.lastElementChild.getBoundingClientRect();
+          const box = t.getBoundingClientRect();
+          return last.bottom <= box.bottom + 1;
+        }"""
+    )
+    assert visible
+    await stop_call(page, bridge)
+
+
+async def test_a_stopping_bridge_is_explained_in_plain_words(chromium: Any) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "BRIDGE_PORT": str(port), "BRIDGE_ICE_ADDRESSES": "127.0.0.1",
+           "BRIDGE_WORKERS": "1"}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve"], env=env)
+    try:
+        page = await chromium.new_page()
+        for _ in range(100):
+            try:
+                await page.goto(f"http://127.0.0.1:{port}/")
+                break
+            except Exception:
+                await asyncio.sleep(0.1)
+        await start_call(page, f"http://127.0.0.1:{port}")
+        proc.send_signal(signal.SIGINT)  # a clean stop: the bridge says goodbye
+        await wait_for(page, "document.querySelector('#state').textContent.trim() === 'closed'")
+        await wait_for(page, "!document.querySelector('#error').hidden")
+        shown = await page.inner_text("#error")
+        assert "The bridge is shutting down." in shown and "Press Start" in shown, shown
+        assert "server_shutdown" not in shown
+    finally:
+        proc.kill()
+        proc.wait()
