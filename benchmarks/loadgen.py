@@ -124,6 +124,7 @@ class CountingJitterBuffer:
 
 class Call:
     def __init__(self, packets: list[bytes], offset: int, decode: bool) -> None:
+        self.session_id: str | None = None
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.track = LoopedOpus(packets, offset)
         transceiver = self.pc.addTransceiver(self.track, direction="sendrecv")
@@ -156,6 +157,7 @@ class Call:
             answer = await r.json()
             if r.status != 200:
                 raise RuntimeError(f"offer refused: {answer}")
+        self.session_id = answer.get("session_id")
         await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
 
     async def close(self) -> None:
@@ -207,6 +209,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError("calls did not connect")
             await asyncio.sleep(0.05)
         await asyncio.sleep(args.warmup)
+        stages = await connect_stages(http, args.url, calls)
         async with http.post(f"{args.url}/stats/reset") as r:
             await r.read()
         s1, t1, own1 = await server_stats(http, args.url), time.monotonic(), _own_cpu()
@@ -225,6 +228,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result["downlink_ms"] = s2["downlink_ms"]
             frames = max(s2["outbound_frames"], 1)
             result["bridge_late_frames_pct"] = round(s2["late_frames"] / frames * 100, 2)
+        if stages:
+            result["connect_ms"] = stages
         if click:
             result["click_rtt_ms"] = _click_rtts(calls[0])
         else:
@@ -242,6 +247,29 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         after = await server_stats(http, args.url)
         result["server_rss_after_mb"] = round(after["rss_bytes"] / 2**20, 1)
         return result
+
+
+async def connect_stages(
+    http: aiohttp.ClientSession, url: str, calls: list[Call]
+) -> dict[str, dict[str, float]]:
+    """p50/p99 of each connect stage the bridge measured (``connect_ms`` of its sessions;
+    the stock server has none)."""
+    seen: dict[str, list[float]] = {}
+    for call in calls:
+        if not call.session_id:
+            continue
+        async with http.get(f"{url}/sessions/{call.session_id}") as r:
+            if r.status != 200:
+                continue
+            for stage, ms in (await r.json()).get("connect_ms", {}).items():
+                seen.setdefault(stage, []).append(float(ms))
+    return {
+        stage: {
+            "p50": round(float(np.percentile(v, 50)), 1),
+            "p99": round(float(np.percentile(v, 99)), 1),
+        }
+        for stage, v in seen.items()
+    }
 
 
 def _own_cpu() -> float:

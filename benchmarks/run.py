@@ -206,6 +206,12 @@ def summary(r: dict[str, Any]) -> str:
         ]
     if "click_rtt_ms" in r:
         parts.append(f"click rtt p50 {r['click_rtt_ms'].get('p50')} ms")
+    stages = r.get("connect_ms")
+    if stages:  # offer -> each stage, p50/p99 over this point's calls
+        order = ("ice", "dtls", "channel", "provider_open", "open_delivered")
+        parts.append(
+            "connect " + " ".join(f"{k} {pair(stages[k])}" for k in order if k in stages) + " ms"
+        )
     return "  ".join(parts)
 
 
