@@ -60,7 +60,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
         create=gpt_live.GptLiveProvider,
         unavailable_reason=gpt_live.unavailable_reason,
         models=lambda: [
-            {"id": m, "status": "active", "shutdown": None, "replacement": None, "warning": None}
+            {"id": m, "status": "current", "shutdown": None, "replacement": None, "warning": None}
             for m in gpt_live.MODELS
         ],
     ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -77,6 +78,14 @@ async def test_a_call_with_the_echo_provider(chromium: Any, bridge: Any, artifac
     log = await page.text_content("#log") or ""  # the log is collapsed: not inner_text
     assert "speechStarted" in log and "turnComplete" in log
     await wait_for(page, "/\\d+ ms/.test(document.querySelector('#latency').textContent)")
+    # Each turn's latency in plain words, how it was measured in its title.
+    turn = page.locator("#latency-turns li").first
+    assert re.fullmatch(r"Reply latency \d+ ms", (await turn.inner_text()).strip())
+    assert "end of your speech" in (await turn.get_attribute("title") or "")
+    # How long connecting took, stage by stage, as the bridge measured it (GET /sessions/{id}).
+    await wait_for(page, "!document.querySelector('#connect-stages').hidden")
+    stages = await page.inner_text("#connect-stages")
+    assert re.fullmatch(r"Connected in \d+ ms \(ICE \d+, DTLS \d+, provider \d+\)", stages), stages
     # The meters move: the mic with the fake microphone's speech, the reply with the echo.
     for meter in ("#mic-meter", "#reply-meter"):
         await wait_for(
@@ -107,11 +116,46 @@ async def test_a_call_through_the_provider_picker(
         await check_a_heard_turn(page, ("transcript", "turnComplete", "usage"))
         (session,) = await bridge.sessions()
         assert session["provider"] == provider
-        assert "$" in await page.inner_text("#usage-cost")
+        assert session["model"] == await page.input_value("#model")  # the picked model
+        # The live cost: the sum of the usage events' cost_usd, as a dollar figure.
+        cost = (await page.inner_text("#usage-cost")).strip()
+        assert re.fullmatch(r"\$\d+\.\d{2,4}", cost), cost
+        if provider == "openai":  # the emulator's tokens are priced: more than nothing
+            assert float(cost[1:]) > 0, cost
+        await wait_for(page, "!document.querySelector('#connect-stages').hidden")
         await page.screenshot(path=str(artifacts / f"{provider}-call.png"), full_page=True)
         await stop_call(page, bridge)
     emulator = openai if provider == "openai" else gemini
     assert emulator.sessions, f"the {provider} emulator was never called"
+
+
+async def test_a_call_stopped_while_connecting_leaves_nothing_behind(
+    chromium: Any, bridge: Any
+) -> None:
+    """Stop pressed mid-setup: the call's AbortController ends every step still in flight
+    (listeners, fetches, timers); its session is deleted and the next call is unaffected."""
+    page = await chromium.new_page(viewport={"width": 1100, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(bridge.url + "/")
+    await wait_for(page, "document.querySelector('#provider option[value=echo]') !== null")
+    for delay_ms in (0, 50, 300):
+        await page.click("#start")
+        await page.wait_for_timeout(delay_ms)
+        await page.click("#start")
+        await wait_for(page, "document.querySelector('#state').textContent.trim() === 'idle'")
+    await page.wait_for_timeout(500)  # a cancelled step that wrongly went on would show now
+    assert (await page.inner_text("#state")).strip() == "idle"
+    assert await page.is_hidden("#error")
+    for _ in range(100):
+        if not await bridge.sessions():
+            break
+        await asyncio.sleep(0.05)
+    assert not await bridge.sessions(), "a cancelled call's session was left behind"
+    await start_call(page, bridge.url)
+    await check_a_heard_turn(page, ("speechStarted", "speechStopped", "turnComplete"))
+    await stop_call(page, bridge)
+    assert not errors, errors
 
 
 async def test_a_lost_bridge_shows_a_readable_error(chromium: Any, artifacts: Path) -> None:
@@ -146,14 +190,34 @@ async def test_a_lost_bridge_shows_a_readable_error(chromium: Any, artifacts: Pa
         proc.wait()
 
 
-async def test_the_page_fits_a_phone_screen(chromium: Any, bridge: Any) -> None:
+PHONE_OVERFLOW = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+
+
+async def test_the_page_fits_a_phone_screen(chromium: Any, bridge: Any, artifacts: Path) -> None:
     page = await chromium.new_page(viewport={"width": 360, "height": 740})
     await page.goto(bridge.url + "/")
-    overflow = await page.evaluate(
-        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-    )
+    overflow = await page.evaluate(PHONE_OVERFLOW)
     assert overflow <= 0, f"{overflow} px of horizontal scroll on a 360 px screen"
     assert await page.is_visible("#start")
+    # During a call, with turns, latencies and connect stages shown, it still fits...
+    await start_call(page, bridge.url)
+    await check_a_heard_turn(page, ("speechStarted", "speechStopped", "turnComplete"))
+    await wait_for(page, "!document.querySelector('#connect-stages').hidden")
+    await wait_for(page, "document.querySelector('#latency-turns li') !== null")
+    overflow = await page.evaluate(PHONE_OVERFLOW)
+    assert overflow <= 0, f"{overflow} px of horizontal scroll on a 360 px screen in a call"
+    wider = await page.evaluate(
+        """[...document.querySelectorAll('body *')].filter((el) => {
+          const r = el.getBoundingClientRect();
+          return r.width > 0 && r.right > document.documentElement.clientWidth + 1;
+        }).map((el) => el.id || el.className || el.tagName)"""
+    )
+    assert not wider, f"wider than the screen: {wider}"
+    # ...and the transcript is compact: the controls and the newest turns share the screen.
+    height = await page.evaluate("document.querySelector('#transcript').offsetHeight")
+    assert height <= 0.45 * 740, f"the transcript is {height} px tall on a 740 px screen"
+    await page.screenshot(path=str(artifacts / "phone-call.png"), full_page=True)
+    await stop_call(page, bridge)
 
 
 async def test_the_page_loads_nothing_from_outside(chromium: Any, bridge: Any) -> None:
@@ -251,3 +315,25 @@ async def test_a_stopping_bridge_is_explained_in_plain_words(chromium: Any) -> N
     finally:
         proc.kill()
         proc.wait()
+
+
+async def test_the_model_picker_offers_every_model_the_bridge_has(
+    chromium: Any, start_bridge: Any
+) -> None:
+    bridge = await start_bridge(openai_api_key=OPENAI_TEST_KEY)
+    page = await chromium.new_page()
+    await page.goto(bridge.url + "/")
+    await wait_for(
+        page, "document.querySelector('#provider option[value=\\'gpt-live\\']') !== null"
+    )
+    await page.select_option("#provider", "gpt-live")
+    models = await page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
+    assert models == ["gpt-live-1", "gpt-live-1.1"]
+    assert await page.input_value("#model") == "gpt-live-1.1"  # the provider's default
+    await page.select_option("#provider", "openai")
+    options = await page.eval_on_selector_all(
+        "#model option", "os => Object.fromEntries(os.map(o => [o.value, o.title]))"
+    )
+    assert "gpt-realtime-2.1" in options and "gpt-realtime-2.1-mini" in options
+    assert "shut" in options["gpt-realtime"].lower()  # a model near its end says so
+    assert await page.input_value("#model") == "gpt-realtime-2.1"
