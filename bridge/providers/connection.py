@@ -232,6 +232,9 @@ class SocketProvider(ABC):
                 ping_timeout=interval,
                 close_timeout=CLOSE_TIMEOUT_S,
                 max_size=None,
+                # Base64 audio barely compresses: permessage-deflate cost ~7 % of the bridge's
+                # busy CPU on the provider path (py-spy) for nothing. The SDKs do the same.
+                compression=None,
                 logger=ws_log,
             )
         except InvalidStatus as exc:
