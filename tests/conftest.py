@@ -145,3 +145,26 @@ def run_emulator_process() -> Any:
     for process in started:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture
+async def start_gpt_live() -> AsyncIterator[Callable[..., Any]]:
+    """Start GPT-Live emulators; afterwards every message they sent is judged by the SDK's
+    ``openai.types.live`` (and every message they received, unless the test sent invalid
+    ones on purpose)."""
+    from bridge.emulators.gpt_live import GptLiveEmulator, GptLiveEmulatorOptions
+    from tests.gpt_live_types import judge_gpt_live
+
+    started: list[tuple[GptLiveEmulator, bool]] = []
+
+    async def start(judge_clients: bool = True, **options: Any) -> GptLiveEmulator:
+        emulator = GptLiveEmulator(GptLiveEmulatorOptions(**options))
+        await emulator.start()
+        started.append((emulator, judge_clients))
+        return emulator
+
+    yield start
+    for emulator, _ in started:
+        await emulator.stop()
+    for emulator, clients in started:
+        judge_gpt_live(emulator, clients=clients)

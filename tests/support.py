@@ -5,7 +5,12 @@ client peer is ``peer.py``; the SDK type checks are ``sdk_types.py``.)"""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -138,3 +143,55 @@ def snr_vs_ideal_tone(samples: np.ndarray, rate: int, freq: float = 440.0) -> fl
     basis = np.stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t)], axis=1)
     coef, *_ = np.linalg.lstsq(basis, samples.astype(np.float64), rcond=None)
     return snr_db(basis @ coef, samples)
+
+
+class TwoWorkers:
+    """``bridge serve --workers 2`` (echo) with gateway calls on both workers, the kernel
+    spreading the connections; :meth:`close_calls` hangs them up, leaving the service up."""
+
+    def __init__(self, folder: Path, port: int) -> None:
+        self.folder, self.base = folder, f"http://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            "BRIDGE_PORT": str(port),
+            "BRIDGE_WORKERS": "2",
+            "BRIDGE_RUNTIME_DIR": str(folder),
+            "BRIDGE_PROVIDER": "echo",
+        }
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve"], env=env)
+        self.ids: list[str] = []
+        self._sockets: list[aiohttp.ClientWebSocketResponse] = []
+        self._sessions: list[aiohttp.ClientSession] = []
+
+    async def call_both(self, at_least: int) -> list[str]:
+        """Open gateway calls until both workers hold some (and ``at_least`` in all)."""
+        for _ in range(200):
+            if len(list(self.folder.glob("worker-*.sock"))) == 2:
+                break
+            await asyncio.sleep(0.05)
+        for _ in range(40):
+            http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+            self._sessions.append(http)
+            ws = await http.ws_connect(f"{self.base}/realtime")
+            self._sockets.append(ws)
+            await ws.send_json({"type": "bridge.stats"})
+            while (message := await asyncio.wait_for(ws.receive_json(), 10))["event"] != "stats":
+                pass
+            self.ids.append(message["data"]["id"])
+            if len(self.ids) >= at_least and {i.split("-")[0] for i in self.ids} == {"0", "1"}:
+                break
+        assert {i.split("-")[0] for i in self.ids} == {"0", "1"}, self.ids
+        return self.ids
+
+    async def close_calls(self) -> None:
+        for ws in self._sockets:
+            await ws.close()
+        for http in self._sessions:
+            await http.close()
+
+    async def stop(self) -> int:
+        """Close the calls, stop the service with SIGINT; its exit code."""
+        await self.close_calls()
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(timeout=30)

@@ -6,7 +6,7 @@ barge-in; per-second cost. Every message the bridge sends is judged by the opena
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -14,30 +14,12 @@ import pytest
 
 from bridge import create_engine, create_realtime
 from bridge.core import events as ev
-from bridge.emulators.gpt_live import GptLiveEmulator, GptLiveEmulatorOptions
+from bridge.emulators.gpt_live import GptLiveEmulator
 from bridge.providers.gpt_live import GptLiveOptions
-from tests.gpt_live_types import judge_gpt_live
 from tests.peer import ClientPeer, dominant_frequency, rms, tone
 from tests.support import OPENAI_TEST_KEY, wait_heard
 
 RATE = 24000
-
-
-@pytest.fixture
-async def start_live() -> AsyncIterator[Callable[..., Any]]:
-    started: list[GptLiveEmulator] = []
-
-    async def start(**options: Any) -> GptLiveEmulator:
-        emulator = GptLiveEmulator(GptLiveEmulatorOptions(**options))
-        await emulator.start()
-        started.append(emulator)
-        return emulator
-
-    yield start
-    for emulator in started:
-        await emulator.stop()
-    for emulator in started:  # every message either side sent, judged by the SDK's types
-        assert judge_gpt_live(emulator, clients=True) > 0
 
 
 def engine_for(emulator: GptLiveEmulator, **options: Any) -> Any:
@@ -76,8 +58,8 @@ def replied(seen: list[ev.Event]) -> bool:
     return any(isinstance(e, ev.TurnComplete) for e in seen)
 
 
-async def test_an_sdk_session_hears_the_tone_and_gets_transcripts(start_live: Any) -> None:
-    emulator = await start_live(reply="tone", tone_hz=660, tone_seconds=1.0)
+async def test_an_sdk_session_hears_the_tone_and_gets_transcripts(start_gpt_live: Any) -> None:
+    emulator = await start_gpt_live(reply="tone", tone_hz=660, tone_seconds=1.0)
     engine = engine_for(emulator)
     session = create_realtime("openai/gpt-live-1", modalities=("audio",), engine=engine)
     await speak(session, pcm(440, 1.0))
@@ -101,9 +83,9 @@ async def test_an_sdk_session_hears_the_tone_and_gets_transcripts(start_live: An
     assert session.conversation.last_turn_latency_ms is not None
 
 
-async def test_without_the_clock_a_silent_peer_gets_no_reply(start_live: Any) -> None:
+async def test_without_the_clock_a_silent_peer_gets_no_reply(start_gpt_live: Any) -> None:
     """The negative control of the input clock: the same session with the filler off."""
-    emulator = await start_live(reply="tone", tone_hz=660, tone_seconds=1.0)
+    emulator = await start_gpt_live(reply="tone", tone_hz=660, tone_seconds=1.0)
     engine = engine_for(emulator, fill_after_ms=10**9)
     session = create_realtime("openai/gpt-live-1", modalities=("audio",), engine=engine)
     await speak(session, pcm(440, 1.0))
@@ -115,8 +97,8 @@ async def test_without_the_clock_a_silent_peer_gets_no_reply(start_live: Any) ->
     engine.close()
 
 
-async def test_a_webrtc_call_through_gpt_live(start_bridge: Any, start_live: Any) -> None:
-    emulator = await start_live(reply="tone", tone_hz=660, tone_seconds=1.0)
+async def test_a_webrtc_call_through_gpt_live(start_bridge: Any, start_gpt_live: Any) -> None:
+    emulator = await start_gpt_live(reply="tone", tone_hz=660, tone_seconds=1.0)
     bridge = await start_bridge(openai_api_key=OPENAI_TEST_KEY, openai_live_url=emulator.url)
     client = ClientPeer()
     await client.connect(bridge.http, bridge.url, provider="openai", model="gpt-live-1")
@@ -137,9 +119,9 @@ async def test_a_webrtc_call_through_gpt_live(start_bridge: Any, start_live: Any
 
 
 async def test_barge_in_flushes_after_the_model_yields_not_on_a_backchannel(
-    start_live: Any,
+    start_gpt_live: Any,
 ) -> None:
-    emulator = await start_live(reply="tone", tone_hz=660, tone_seconds=4.0, speed=1.0)
+    emulator = await start_gpt_live(reply="tone", tone_hz=660, tone_seconds=4.0, speed=1.0)
     engine = engine_for(emulator)
     session = create_realtime("openai/gpt-live-1", modalities=("audio",), engine=engine)
     provider = session.conversation.provider
@@ -164,8 +146,8 @@ async def test_barge_in_flushes_after_the_model_yields_not_on_a_backchannel(
     assert any(isinstance(e, ev.Interrupted) for e in seen) or provider.flushes == 1
 
 
-async def test_cost_is_per_second(start_live: Any) -> None:
-    emulator = await start_live(reply="tone", usage_interval_s=0.5)
+async def test_cost_is_per_second(start_gpt_live: Any) -> None:
+    emulator = await start_gpt_live(reply="tone", usage_interval_s=0.5)
     engine = engine_for(emulator)
     session = create_realtime("openai/gpt-live-1", modalities=("audio",), engine=engine)
     await speak(session, pcm(0, 0.1))
@@ -182,8 +164,8 @@ async def test_cost_is_per_second(start_live: Any) -> None:
     assert session.conversation.usage_reports >= 2
 
 
-async def test_an_expired_session_is_renewed_with_the_conversation(start_live: Any) -> None:
-    emulator = await start_live(reply="tone", tone_seconds=0.5, lifetime_s=2.5)
+async def test_an_expired_session_is_renewed_with_the_conversation(start_gpt_live: Any) -> None:
+    emulator = await start_gpt_live(reply="tone", tone_seconds=0.5, lifetime_s=2.5)
     engine = engine_for(emulator)
     session = create_realtime("openai/gpt-live-1", modalities=("audio",), engine=engine)
     await speak(session, pcm(440, 0.6))
@@ -208,8 +190,8 @@ async def test_an_expired_session_is_renewed_with_the_conversation(start_live: A
     assert session.conversation.provider.stats()["renewals"] == 1
 
 
-async def test_a_delegation_never_hangs_the_call(start_live: Any) -> None:
-    emulator = await start_live(reply="tone", tone_seconds=0.5, delegate_on_speech=True)
+async def test_a_delegation_never_hangs_the_call(start_gpt_live: Any) -> None:
+    emulator = await start_gpt_live(reply="tone", tone_seconds=0.5, delegate_on_speech=True)
     engine = engine_for(emulator)
     session = create_realtime("openai/gpt-live-1", modalities=("audio",), engine=engine)
     await speak(session, pcm(440, 0.6))
@@ -224,12 +206,12 @@ async def test_a_delegation_never_hangs_the_call(start_live: Any) -> None:
 
 
 async def test_a_webrtc_peer_stops_hearing_the_reply_soon_after_the_model_yields(
-    start_bridge: Any, start_live: Any
+    start_bridge: Any, start_gpt_live: Any
 ) -> None:
     """The issue's figure: the reply audio a WebRTC peer receives stops within 300 ms of the
     model's output going quiet (measured from the bridge's last loud provider delta to the
     peer's last loud received frame)."""
-    emulator = await start_live(reply="tone", tone_hz=660, tone_seconds=6.0, speed=2.0)
+    emulator = await start_gpt_live(reply="tone", tone_hz=660, tone_seconds=6.0, speed=2.0)
     bridge = await start_bridge(openai_api_key=OPENAI_TEST_KEY, openai_live_url=emulator.url)
     client = ClientPeer()
     await client.connect(bridge.http, bridge.url, provider="gpt-live", model="gpt-live-1")

@@ -8,7 +8,7 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,32 +25,12 @@ from openai.types.live import (
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
 from bridge.audio import g711
-from bridge.emulators.gpt_live import GptLiveEmulator, GptLiveEmulatorOptions
-from tests.gpt_live_types import check_gpt_live_server_event, judge_gpt_live
+from tests.gpt_live_types import check_gpt_live_server_event
 from tests.peer import dominant_frequency, tone
 
 KEY = {"Authorization": "Bearer sk-test"}
 RATE = 24000
 PCM24: dict[str, Any] = {"type": "audio/pcm", "rate": RATE}
-
-
-@pytest.fixture
-async def start_gpt_live() -> AsyncIterator[Callable[..., Any]]:
-    """Start emulators; afterwards every message they sent is judged by the SDK (and every
-    message they received, unless the test sent invalid ones on purpose)."""
-    started: list[tuple[GptLiveEmulator, bool]] = []
-
-    async def start(judge_clients: bool = True, **options: Any) -> GptLiveEmulator:
-        emulator = GptLiveEmulator(GptLiveEmulatorOptions(**options))
-        await emulator.start()
-        started.append((emulator, judge_clients))
-        return emulator
-
-    yield start
-    for emulator, _ in started:
-        await emulator.stop()
-    for emulator, clients in started:
-        judge_gpt_live(emulator, clients=clients)
 
 
 def speech(seconds: float, rate: int = RATE) -> np.ndarray:

@@ -4,10 +4,6 @@ whole service's from any worker of ``bridge serve --workers 2``."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +11,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.peer import ClientPeer, connected
-from tests.support import OPENAI_TEST_KEY, Bridge, wait_until
+from tests.support import OPENAI_TEST_KEY, Bridge, TwoWorkers, wait_until
 from tests.test_workers import free_port
 
 Samples = list[tuple[str, dict[str, str], float]]
@@ -118,38 +114,11 @@ async def test_provider_errors_and_spending_are_counted(openai_bridge: Any) -> N
 
 
 async def test_any_worker_shows_every_workers_sessions(tmp_path: Path) -> None:
-    port = free_port()
-    env = {
-        **os.environ,
-        "BRIDGE_PORT": str(port),
-        "BRIDGE_WORKERS": "2",
-        "BRIDGE_RUNTIME_DIR": str(tmp_path),
-        "BRIDGE_PROVIDER": "echo",
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve"], env=env)
-    base = f"http://127.0.0.1:{port}"
-    sockets: list[Any] = []
-    sessions: list[aiohttp.ClientSession] = []
+    service = TwoWorkers(tmp_path, free_port())
+    base = service.base
     gateway = {"transport": "gateway", "provider": "echo"}
     try:
-        for _ in range(200):
-            if len(list(tmp_path.glob("worker-*.sock"))) == 2:
-                break
-            await asyncio.sleep(0.05)
-        ids: list[str] = []
-        for _ in range(40):  # new connections until both workers hold some (kernel's choice)
-            http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
-            sessions.append(http)
-            ws = await http.ws_connect(f"{base}/realtime")
-            sockets.append(ws)
-            await ws.send_json({"type": "bridge.stats"})
-            while (message := await asyncio.wait_for(ws.receive_json(), 10))["event"] != "stats":
-                pass
-            ids.append(message["data"]["id"])
-            if len(ids) >= 3 and {i.split("-")[0] for i in ids} == {"0", "1"}:
-                break
-        assert {i.split("-")[0] for i in ids} == {"0", "1"}, ids
+        ids = await service.call_both(at_least=3)
         assert any((tmp_path / "metrics").glob("*.db"))
         for worker in sorted(tmp_path.glob("worker-*.sock")):  # each worker, by its own socket
             connector = aiohttp.UnixConnector(path=str(worker))
@@ -160,8 +129,7 @@ async def test_any_worker_shows_every_workers_sessions(tmp_path: Path) -> None:
             assert total(samples, "rtcbridge_sessions_total", **gateway) == len(ids)
             connects = total(samples, "rtcbridge_provider_connect_seconds_count", provider="echo")
             assert connects == len(ids)
-        for ws in sockets:
-            await ws.close()
+        await service.close_calls()
         for _ in range(100):
             async with aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(force_close=True)
@@ -174,11 +142,6 @@ async def test_any_worker_shows_every_workers_sessions(tmp_path: Path) -> None:
         assert total(samples, "rtcbridge_sessions_total", **gateway) == len(ids)
         assert total(samples, "rtcbridge_sessions_closed_total", **gateway) == len(ids)
     finally:
-        for ws in sockets:
-            await ws.close()
-        for http in sessions:
-            await http.close()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-    assert proc.returncode == 0
+        code = await service.stop()
+    assert code == 0
     assert not (tmp_path / "metrics").exists()

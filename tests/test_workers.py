@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from tests.peer import ClientPeer
+from tests.support import TwoWorkers
 
 
 def free_port() -> int:
@@ -129,36 +130,10 @@ def _alive(pid: int) -> bool:
 
 async def test_sessions_and_healthz_count_every_workers_calls(tmp_path: Path) -> None:
     """Gateway calls land on either worker; any worker lists and counts all of them."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "BRIDGE_PORT": str(port),
-        "BRIDGE_WORKERS": "2",
-        "BRIDGE_RUNTIME_DIR": str(tmp_path),
-        "BRIDGE_PROVIDER": "echo",
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve"], env=env)
-    base = f"http://127.0.0.1:{port}"
-    sockets: list[Any] = []
-    sessions: list[aiohttp.ClientSession] = []
+    service = TwoWorkers(tmp_path, free_port())
+    base = service.base
     try:
-        for _ in range(200):
-            if len(list(tmp_path.glob("worker-*.sock"))) == 2:
-                break
-            await asyncio.sleep(0.05)
-        ids: list[str] = []
-        for _ in range(40):  # new connections until both workers hold some (kernel's choice)
-            http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
-            sessions.append(http)
-            ws = await http.ws_connect(f"{base}/realtime")
-            sockets.append(ws)
-            await ws.send_json({"type": "bridge.stats"})
-            while (message := await asyncio.wait_for(ws.receive_json(), 10))["event"] != "stats":
-                pass
-            ids.append(message["data"]["id"])
-            if len(ids) >= 4 and {i.split("-")[0] for i in ids} == {"0", "1"}:
-                break
-        assert {i.split("-")[0] for i in ids} == {"0", "1"}, ids
+        ids = await service.call_both(at_least=4)
         for _ in range(4):  # ask both workers, whichever the kernel picks
             status, listed = await fresh("GET", f"{base}/sessions")
             assert status == 200
@@ -172,8 +147,7 @@ async def test_sessions_and_healthz_count_every_workers_calls(tmp_path: Path) ->
                 "workers": 2,
                 "workers_answering": 2,
             }
-        for ws in sockets:
-            await ws.close()
+        await service.close_calls()
         for _ in range(100):
             _, health = await fresh("GET", f"{base}/healthz")
             if health["sessions"] == 0:
@@ -181,10 +155,5 @@ async def test_sessions_and_healthz_count_every_workers_calls(tmp_path: Path) ->
             await asyncio.sleep(0.05)
         assert health["sessions"] == 0
     finally:
-        for ws in sockets:
-            await ws.close()
-        for http in sessions:
-            await http.close()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-    assert proc.returncode == 0
+        code = await service.stop()
+    assert code == 0

@@ -37,13 +37,9 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from bridge.emulators.gpt_live_options import GptLiveEmulatorOptions, GptLiveSessionRecord
 from bridge.emulators.gpt_live_rules import BUILT_IN_VOICES, MODELS
-from bridge.emulators.gpt_live_session import (
-    Close,
-    GptLiveEmulatorOptions,
-    GptLiveSession,
-    GptLiveSessionRecord,
-)
+from bridge.emulators.gpt_live_session import Close, GptLiveSession
 from bridge.emulators.server import EmulatorServer
 
 __all__ = [

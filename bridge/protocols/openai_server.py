@@ -545,3 +545,21 @@ class ResponseStream:
     @property
     def item(self) -> dict[str, Any]:
         return self._item
+
+
+def deep_merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` merged in, objects key by key (``update`` wins)."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def format_of(side: object) -> AudioFormat | None:
+    """The audio format named by ``session.audio.input`` or ``.output``, if one is."""
+    fmt = side.get("format") if isinstance(side, dict) else None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    return FORMATS.get(str(kind))

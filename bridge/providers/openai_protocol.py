@@ -33,11 +33,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bridge.audio.format import PCM16_24K, PCMA_8K, PCMU_8K, AudioFormat
+from bridge.audio.format import PCM16_24K, AudioFormat
 from bridge.audio.playout import Playback
 from bridge.core import events as ev
 from bridge.core.redact import redact
 from bridge.core.session_config import SessionConfig
+from bridge.protocols.openai_server import deep_merged, format_of
 
 log = logging.getLogger(__name__)
 
@@ -567,24 +568,6 @@ class OpenAIRealtimeProtocol:
     @property
     def history(self) -> list[tuple[str, str]]:
         return [(t.role, t.text) for t in self._history]
-
-
-def deep_merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``update`` merged in, objects key by key (``update`` wins)."""
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merged(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def format_of(side: object) -> AudioFormat | None:
-    """The audio format named by ``session.audio.input`` or ``.output``, if one is."""
-    fmt = side.get("format") if isinstance(side, dict) else None
-    kind = fmt.get("type") if isinstance(fmt, dict) else None
-    return {"audio/pcm": PCM16_24K, "audio/pcmu": PCMU_8K, "audio/pcma": PCMA_8K}.get(str(kind))
 
 
 def _user_item(text: str) -> dict[str, Any]:

@@ -35,9 +35,9 @@ from bridge.protocols.openai_server import (
     ServerEvents,
     decode_append,
     event_id_of,
+    format_of,
     parse_client_event,
 )
-from bridge.providers.openai_protocol import format_of
 from bridge.transports.gateway.policy import POLICY_CODES, GatewayPolicy
 from bridge.transports.gateway.translate import Translator
 
