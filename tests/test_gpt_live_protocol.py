@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.audio.format import PCM16_24K, PCMU_8K
 from bridge.audio.playout import Playback
@@ -18,6 +20,7 @@ from bridge.core.pricing import price
 from bridge.core.session_config import SessionConfig
 from bridge.providers.gpt_live_protocol import BargeIn, GptLiveProtocol, level_dbfs
 from tests.gpt_live_types import check_gpt_live_client_event
+from tests.test_fuzz import mutated
 
 
 def proto(**config: Any) -> GptLiveProtocol:
@@ -207,3 +210,38 @@ def test_levels() -> None:
     assert level_dbfs(b"\0" * 960, PCM16_24K) == -120.0
     assert level_dbfs(base64.b64decode(LOUD), PCM16_24K) > -20
     assert level_dbfs(bytes([0xFF]) * 160, PCMU_8K) < -60
+
+
+SERVER_CORPUS: list[dict[str, Any]] = [
+    STARTED,
+    {"type": "session.output_audio.delta", "delta": LOUD},
+    {"type": "session.input_transcript.delta", "event_id": "i", "delta": "hi", "start_ms": 0,
+     "end_ms": 200},
+    {"type": "session.output_transcript.delta", "event_id": "o", "delta": "yo", "start_ms": 0,
+     "end_ms": 200},
+    {"type": "session.usage.updated", "event_id": "u", "usage": {"seconds": 3.5}},
+    {"type": "session.closed", "event_id": "c", "reason": "expired", "usage": {"seconds": 4}},
+    {"type": "session.delegation.created", "event_id": "d", "offset_ms": 1,
+     "delegation": {"id": "del_1", "type": "delegation", "target": "client"}},
+    {"type": "error", "event_id": "e", "error": {"type": "invalid_request_error",
+     "code": "unknown_parameter", "message": "m", "param": "session.x"}},
+]  # fmt: skip
+
+
+@given(frames=st.lists(mutated(SERVER_CORPUS), min_size=1, max_size=6))
+def test_any_server_frames_translate_to_events_and_valid_replies(frames: list[Any]) -> None:
+    """GPT-Live's frames are outside input: whatever arrives, the translator returns neutral
+    events the call can send on, and only replies the SDK's client types accept."""
+    p = proto()
+    p.start()
+    for frame in frames:
+        events, replies = p.receive(frame)
+        judged(*replies)
+        for event in events:
+            wire = ev.to_wire(event)
+            if wire is not None:
+                json.dumps(wire, allow_nan=False)
+    for usage in (e for e in events if isinstance(e, ev.Usage)):
+        assert usage.usage["billed_seconds"] >= 0
+    p.quiet()
+    judged(p.start())

@@ -3,7 +3,8 @@ another machine on the LAN needs ``https://``.
 
 ``--tls-cert``/``--tls-key`` serve a certificate you have; ``--tls self-signed`` makes one
 (ECDSA P-256, valid 30 days) for this machine's LAN address, ``localhost`` and the
-``--host``, kept in the runtime folder, and the bridge prints the URL to open. Browsers warn
+``--host``, held in memory only (the files it passes through are removed at once), and the
+bridge prints the URL to open. Browsers warn
 once about a self-signed certificate; accept it and the page works, microphone included.
 """
 
@@ -90,10 +91,10 @@ def context(settings: Settings) -> tuple[ssl.SSLContext | None, str | None]:
     names = ["localhost", "127.0.0.1", *([lan] if lan else [])]
     if settings.host not in ("0.0.0.0", "::"):
         names.append(settings.host)
-    folder = settings.runtime_dir or tempfile.mkdtemp(prefix="rtc-bridge-tls-")
-    os.makedirs(folder, exist_ok=True)
-    cert, key = self_signed(folder, names)
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cert, key)
+    # Written only for load_cert_chain (it reads files), then removed: the key lives in memory.
+    with tempfile.TemporaryDirectory(prefix="rtc-bridge-tls-") as folder:
+        cert, key = self_signed(folder, names)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cert, key)
     shown = settings.host if settings.host not in ("0.0.0.0", "::") else (lan or "localhost")
     return ctx, f"https://{shown}:{settings.port}/"
