@@ -144,3 +144,83 @@ async def test_g711_from_the_provider_is_decoded_for_an_opus_peer() -> None:
     assert abs(dominant_frequency(audio[4800:19200], 48000) - 440) < 10
     with pytest.raises(RuntimeError):
         track.set_source(PCMU_8K)
+
+
+@pytest.mark.parametrize("rate", [24000, 16000])
+async def test_opus_is_encoded_at_the_providers_rate_without_a_resampler(rate: int) -> None:
+    from bridge.audio.format import AudioFormat
+
+    track = OutboundAudioTrack(codec=OPUS)
+    track.set_source(AudioFormat("pcm16", rate))
+    assert track.encode_rate == rate
+    track.push(tone(1000, 0.4, rate).tobytes(), "r1")
+    packets = await take(track, 20)
+    assert track._resampler is None  # libopus took the provider's rate as it is
+    assert [p.pts for p in packets] == [i * 960 for i in range(20)], "RTP time stays 48 kHz"
+    audio = decode(packets, "libopus", 48000)
+    assert abs(dominant_frequency(audio[4800:19200], 48000) - 1000) < 10
+    assert rms(audio[4800:19200]) > 3000
+
+
+async def test_odd_provider_rates_are_resampled_for_opus() -> None:
+    from bridge.audio.format import AudioFormat
+
+    track = OutboundAudioTrack(codec=OPUS)
+    track.set_source(AudioFormat("pcm16", 22050))
+    assert track.encode_rate == 48000
+    track.push(tone(440, 0.4, 22050).tobytes(), "r1")
+    audio = decode(await take(track, 20), "libopus", 48000)
+    assert abs(dominant_frequency(audio[4800:19200], 48000) - 440) < 10
+
+
+def test_opus_complexity_is_checked() -> None:
+    with pytest.raises(ValueError, match="opus_complexity"):
+        OutboundAudioTrack(opus_complexity=11)
+
+
+async def test_tracks_on_one_clock_share_its_wakeups_and_stay_paced() -> None:
+    from bridge.transports.webrtc.pacing import FrameClock
+
+    clock = FrameClock(slots=2)
+    tracks = [OutboundAudioTrack(clock=clock) for _ in range(8)]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    got = await asyncio.gather(*(take(t, 25) for t in tracks))
+    elapsed = loop.time() - started
+    assert all(len(p) == 25 for p in got)
+    assert elapsed >= 24 * 0.020 - 0.005, "shared pacing must still pace"
+    assert elapsed < 2.0
+    # 8 tracks x 25 frames on 2 phases: about 2 x 25 timer firings, not 200.
+    assert clock.wakeups <= 2 * 26 + 2
+    # Each phase holds half of the tracks.
+    assert sorted(t._slot for t in tracks) == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+async def test_a_cancelled_waiter_does_not_stop_its_neighbours() -> None:
+    from bridge.transports.webrtc.pacing import FrameClock
+
+    clock = FrameClock(slots=1)
+    tick = clock.first_sub_tick(asyncio.get_running_loop().time(), 0) + 2
+    first, second = (asyncio.ensure_future(clock.wait(tick)) for _ in range(2))
+    await asyncio.sleep(0)
+    assert not first.done() and not second.done()
+    first.cancel()
+    await asyncio.wait_for(second, 1.0)  # the shared tick still comes for the other one
+    assert first.cancelled()
+    assert clock.wakeups == 1
+
+
+async def test_a_starved_track_catches_up_briefly_then_re_anchors() -> None:
+    track = OutboundAudioTrack(max_lateness_ms=100)
+    await take(track, 2)
+    await asyncio.sleep(0.06)  # 3 frames behind: sent at once, no re-anchor
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await take(track, 3)
+    assert loop.time() - t0 < 0.015
+    assert track.late_resets == 0
+    await asyncio.sleep(0.3)  # far behind: re-anchored instead of a burst of 15 frames
+    t0 = loop.time()
+    await take(track, 3)
+    assert track.late_resets == 1
+    assert loop.time() - t0 >= 0.035

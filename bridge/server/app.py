@@ -18,10 +18,20 @@ from bridge.server import replicas as replicas_module
 from bridge.server.cluster import Cluster
 from bridge.server.config import Settings
 from bridge.server.conversations import default_model
-from bridge.server.keys import CLUSTER, ENGINE, LEDGER, METRICS, REGISTRY, REPLICAS, SETTINGS
+from bridge.server.keys import (
+    CLUSTER,
+    ENGINE,
+    FRAME_CLOCK,
+    LEDGER,
+    METRICS,
+    REGISTRY,
+    REPLICAS,
+    SETTINGS,
+)
 from bridge.server.registry import SessionRegistry
 from bridge.transports.webrtc import datachannel, dtls
 from bridge.transports.webrtc.ice import restrict_host_addresses
+from bridge.transports.webrtc.pacing import FrameClock
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +112,7 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
     )  # fmt: skip
     app[REGISTRY] = SessionRegistry(settings.max_sessions)
     app[METRICS] = Metrics()
+    app[FRAME_CLOCK] = FrameClock(settings.pacing_slots)
     app[LEDGER] = LocalLedger()
     if cluster is not None:
         app[CLUSTER] = cluster

@@ -104,6 +104,20 @@ class Settings:
     max_reply_buffer_ms: int = _setting(
         60_000, "most reply audio buffered for playback per call, in ms", min=200
     )
+    opus_complexity: int = _setting(
+        5,
+        "libopus complexity of the reply audio sent to WebRTC peers (0-10): CPU against "
+        "quality; 5 is libwebrtc's choice on phones, 10 libopus's default",
+        min=0,
+        max=10,
+    )
+    pacing_slots: int = _setting(
+        4,
+        "phases of the one 20 ms clock that paces all outbound tracks of a worker: calls are "
+        "spread over them, so each timer wakes a few calls at once (1 = all together)",
+        min=1,
+        max=20,
+    )
     max_text_chars: int = _setting(
         4000, "longest typed message a client may send on the events channel", min=1
     )

@@ -11,6 +11,7 @@ from bridge.server.cluster import Cluster
 from bridge.server.config import Settings
 from bridge.server.registry import SessionRegistry
 from bridge.server.replicas import Replicas
+from bridge.transports.webrtc.pacing import FrameClock
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", SessionRegistry)
@@ -19,3 +20,4 @@ CLUSTER = web.AppKey("cluster", Cluster)
 ENGINE = web.AppKey("engine", Engine)
 LEDGER: web.AppKey[Ledger] = web.AppKey("ledger")  # what each access token has spent
 REPLICAS: web.AppKey[Replicas] = web.AppKey("replicas")  # only with redis_url
+FRAME_CLOCK = web.AppKey("frame_clock", FrameClock)  # paces every outbound WebRTC track

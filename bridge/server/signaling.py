@@ -21,9 +21,10 @@ from bridge.server import turn
 from bridge.server.auth import authenticate
 from bridge.server.config import Settings
 from bridge.server.conversations import admit, default_model, new_conversation
-from bridge.server.keys import CLUSTER, ENGINE, METRICS, REGISTRY, REPLICAS, SETTINGS
+from bridge.server.keys import CLUSTER, ENGINE, FRAME_CLOCK, METRICS, REGISTRY, REPLICAS, SETTINGS
 from bridge.transports.gateway import add_routes as add_gateway_routes
 from bridge.transports.twilio import add_routes as add_twilio_routes
+from bridge.transports.webrtc.pacing import FrameClock
 from bridge.transports.webrtc.peer import WebRTCCall, WebRTCOptions
 from bridge.transports.webrtc.sdp import check_offer
 
@@ -112,14 +113,17 @@ async def _start_session(
         app, provider_name, model, session, grant=grant, client_ip=request.remote
     )
     settings = app[SETTINGS]
-    call = WebRTCCall(conversation, webrtc_options(settings), kind=kind, metrics=app[METRICS])
+    options = webrtc_options(settings, app[FRAME_CLOCK])
+    call = WebRTCCall(conversation, options, kind=kind, metrics=app[METRICS])
     app[REGISTRY].add(conversation)
     answer = await call.start(offer_sdp)
     return call, answer
 
 
-def webrtc_options(settings: Settings) -> WebRTCOptions:
+def webrtc_options(settings: Settings, clock: FrameClock | None = None) -> WebRTCOptions:
     return WebRTCOptions(
+        clock=clock,
+        opus_complexity=settings.opus_complexity,
         ice_servers=settings.ice_servers,
         turn_servers=turn.bridge_servers(settings),
         connect_timeout=settings.connect_timeout,

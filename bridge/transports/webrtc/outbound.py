@@ -6,10 +6,14 @@ the provider has nothing to say. It encodes Opus (or G.711 for telephony peers) 
 aiortc ``av.Packet`` objects: aiortc then skips its per-sample Python audio-level loop and its
 thread-pool hop per frame, which cost about 3x the CPU of the encoding itself.
 
-Provider audio is buffered at its own rate (bounded) and resampled once per frame with one
-stateful resampler, straight to the codec's native rate (48 kHz Opus, 8 kHz G.711), which also
-avoids the extra 20 ms frame that aiortc's own encoder holds back for non-native input rates.
+Provider audio is buffered at its own rate (bounded). Opus encodes it at that rate when libopus
+takes it (8, 12, 16, 24 or 48 kHz: every provider's), so no resampler runs and libopus analyses
+half the samples of 48 kHz; RTP timestamps stay on Opus's 48 kHz clock. Otherwise (G.711
+peers, odd rates) one stateful resampler per track converts straight to the codec's rate, which
+also avoids the extra 20 ms frame aiortc's own encoder holds back for non-native input rates.
 G.711 from the provider to a G.711 peer is not touched at all: its bytes become the packets.
+Pacing comes from a :class:`~bridge.transports.webrtc.pacing.FrameClock`, shared by all tracks
+of a process, so many calls cost one timer.
 
 The track counts what it really sent per reply item, so barge-in can tell the provider how much
 of a reply the user actually heard (never wall clock).
@@ -32,6 +36,7 @@ from av.audio.codeccontext import AudioCodecContext
 from bridge.audio import g711
 from bridge.audio.format import PCM16_24K, AudioFormat
 from bridge.audio.playout import FRAME_MS, Playback, PlayoutBuffer, PlayoutPolicy
+from bridge.transports.webrtc.pacing import FrameClock
 
 if TYPE_CHECKING:
     from bridge.core.metrics import Metrics
@@ -57,17 +62,24 @@ OPUS = OutboundCodec("opus", "libopus", 48000)
 PCMU = OutboundCodec("PCMU", "pcm_mulaw", 8000)
 PCMA = OutboundCodec("PCMA", "pcm_alaw", 8000)
 CODECS = {c.name.lower(): c for c in (OPUS, PCMU, PCMA)}
+OPUS_INPUT_RATES = (8000, 12000, 16000, 24000, 48000)  # what libopus encodes without resampling
+# libopus complexity (0-10): the CPU/quality trade of the reply encode, which is the largest
+# single cost of a call. 5 is what libwebrtc uses on phones; 10 is libopus's default.
+DEFAULT_OPUS_COMPLEXITY = 5
 
 
-def _encoder(codec: OutboundCodec) -> AudioCodecContext:
+def _encoder(
+    codec: OutboundCodec, rate: int | None = None, complexity: int = DEFAULT_OPUS_COMPLEXITY
+) -> AudioCodecContext:
+    rate = rate or codec.rate
     ctx = cast(AudioCodecContext, av.CodecContext.create(codec.av_codec, "w"))
     ctx.format = "s16"
     ctx.layout = "mono"
-    ctx.sample_rate = codec.rate
-    ctx.time_base = Fraction(1, codec.rate)
+    ctx.sample_rate = rate
+    ctx.time_base = Fraction(1, rate)
     if codec is OPUS:
         ctx.bit_rate = 32000
-        ctx.options = {"application": "voip"}
+        ctx.options = {"application": "voip", "compression_level": str(complexity)}
     ctx.open()
     return ctx
 
@@ -100,8 +112,16 @@ class OutboundAudioTrack(MediaStreamTrack):
         codec: OutboundCodec = OPUS,
         policy: PlayoutPolicy | None = None,
         metrics: Metrics | None = None,
+        clock: FrameClock | None = None,
+        opus_complexity: int = DEFAULT_OPUS_COMPLEXITY,
     ) -> None:
         super().__init__()
+        if not 0 <= opus_complexity <= 10:
+            raise ValueError(f"opus_complexity must be 0..10 (got {opus_complexity})")
+        self._complexity = opus_complexity
+        self._clock = clock or FrameClock(slots=1)  # a private clock: pacing of its own
+        self._slot = self._clock.slot()
+        self._first: int | None = None  # the clock's sub-tick of this track's first frame
         self._metrics = metrics
         self._arrived_at: float | None = None  # when audio reached an idle track
         self._max_buffer_ms = max_buffer_ms
@@ -114,8 +134,8 @@ class OutboundAudioTrack(MediaStreamTrack):
         self._encoder: AudioCodecContext | None = None
         self._fifo: PCM16 = np.zeros(0, dtype=np.int16)
         self._carry = b""  # half a PCM16 sample, when a chunk ended in the middle of one
-        self._pts = 0
-        self._start: float | None = None
+        self._pts = 0  # RTP time of the next packet, in the codec's clock rate
+        self._encoder_pts = 0  # the encoder's own time, in its input rate
         self._frames = 0
         # Statistics, read by sessions, tests and benchmarks.
         self.frames_sent = 0
@@ -134,6 +154,8 @@ class OutboundAudioTrack(MediaStreamTrack):
         self._time_base = Fraction(1, codec.rate)
         self.source_rate = source.rate
         self._source_frame = self.source_rate * FRAME_MS // 1000
+        opus_native = codec is OPUS and source.rate in OPUS_INPUT_RATES
+        self.encode_rate = source.rate if opus_native else codec.rate
         self.playout = PlayoutBuffer(
             self.source_rate,
             max_ms=self._max_buffer_ms,
@@ -237,17 +259,21 @@ class OutboundAudioTrack(MediaStreamTrack):
             raise MediaStreamError
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if self._start is None:
-            self._start = now
-        due = self._start + self._frames * FRAME_MS / 1000
+        clock = self._clock
+        if self._first is None:
+            self._first = clock.first_sub_tick(now, self._slot)
+        sub_tick = self._first + self._frames * clock.slots
+        due = clock.time_of(sub_tick)
         if due > now:
-            await asyncio.sleep(due - now)
+            await clock.wait(sub_tick)
             if self.readyState != "live":
                 raise MediaStreamError
             now = loop.time()
         elif now - due > self._max_lateness:
-            # We were starved of CPU: re-anchor instead of bursting to catch up.
-            self._start = now - self._frames * FRAME_MS / 1000
+            # We were starved of CPU: re-anchor on our latest slot instead of bursting.
+            latest = clock.first_sub_tick(now, self._slot) - clock.slots
+            self._first = latest - self._frames * clock.slots
+            due = clock.time_of(latest)
             self.late_resets += 1
         self._frames += 1
         samples, had_audio = self.playout.take(self._source_frame, now)
@@ -277,24 +303,29 @@ class OutboundAudioTrack(MediaStreamTrack):
             # next reply starts a fresh one, matching a decoder that has heard only silence.
             self.silent_frames += 1
             return self._packet(_silence_packet(codec), codec.frame_samples)
+        rate = self.encode_rate
         if self._encoder is None:
-            self._encoder = _encoder(codec)
-            self._resampler = Resampler(codec.rate)
+            self._encoder = _encoder(codec, rate, self._complexity)
+            self._resampler = None if rate == self.source_rate else Resampler(rate)
             self._fifo = np.zeros(0, dtype=np.int16)
-        assert self._resampler is not None
-        out = self._resampler.resample_pcm(samples, self.source_rate)
-        fifo = np.concatenate([self._fifo, out]) if self._fifo.size else out
-        n = codec.frame_samples
-        if fifo.size < n:
-            # Only while the resampler's filter fills (its delay is under 1 ms): pad once.
-            fifo = np.concatenate([np.zeros(n - fifo.size, dtype=np.int16), fifo])
-        frame_samples, self._fifo = fifo[:n], fifo[n:]
-        packets = self._encoder.encode(pcm_frame(frame_samples, codec.rate, self._pts))
+            self._encoder_pts = 0
+        n = rate * FRAME_MS // 1000
+        if self._resampler is None:
+            frame_samples = samples  # one frame at the rate the encoder takes: as it is
+        else:
+            out = self._resampler.resample_pcm(samples, self.source_rate)
+            fifo = np.concatenate([self._fifo, out]) if self._fifo.size else out
+            if fifo.size < n:
+                # Only while the resampler's filter fills (its delay is under 1 ms): pad once.
+                fifo = np.concatenate([np.zeros(n - fifo.size, dtype=np.int16), fifo])
+            frame_samples, self._fifo = fifo[:n], fifo[n:]
+        packets = self._encoder.encode(pcm_frame(frame_samples, rate, self._encoder_pts))
+        self._encoder_pts += n
         if len(packets) != 1:
             raise MediaStreamError(f"{codec.av_codec} returned {len(packets)} packets")
         if not had_audio:
             self._encoder = None  # the reply's tail is out: back to cached silence
-        return self._packet(bytes(packets[0]), n)
+        return self._packet(bytes(packets[0]), codec.frame_samples)
 
     def _packet(self, payload: bytes, samples: int) -> av.Packet[Any]:
         packet: av.Packet[Any] = av.Packet(payload)

@@ -33,7 +33,14 @@ from bridge.core.tasks import OwnedTasks
 from bridge.transports.webrtc import datachannel, dtls, jitter
 from bridge.transports.webrtc.ice import IceServer, rtc_configuration
 from bridge.transports.webrtc.inbound import InboundAudio
-from bridge.transports.webrtc.outbound import OPUS, PCMA, PCMU, OutboundAudioTrack
+from bridge.transports.webrtc.outbound import (
+    DEFAULT_OPUS_COMPLEXITY,
+    OPUS,
+    PCMA,
+    PCMU,
+    OutboundAudioTrack,
+)
+from bridge.transports.webrtc.pacing import FrameClock
 from bridge.transports.webrtc.sdp import answer_codec, check_offer, payload_types
 
 log = logging.getLogger(__name__)
@@ -58,6 +65,8 @@ class WebRTCOptions:
     connect_timeout: float = 15.0  # seconds a new peer has to connect
     inactivity_timeout: float = 15.0  # seconds without inbound audio before the call ends
     max_reply_buffer_ms: int = 60_000
+    opus_complexity: int = DEFAULT_OPUS_COMPLEXITY
+    clock: FrameClock | None = None  # the app's shared pacing clock; None: the track's own
     max_text_chars: int = 4000  # longest typed message on the events channel
 
 
@@ -77,7 +86,12 @@ class WebRTCCall:
         self.options = options
         self.metrics = metrics
         self.codec: str | None = None
-        self.track = OutboundAudioTrack(max_buffer_ms=options.max_reply_buffer_ms, metrics=metrics)
+        self.track = OutboundAudioTrack(
+            max_buffer_ms=options.max_reply_buffer_ms,
+            metrics=metrics,
+            clock=options.clock,
+            opus_complexity=options.opus_complexity,
+        )
         self.max_message_bytes = MAX_CHANNEL_MESSAGE  # what the peer's SCTP takes, at most ours
         self.events_sent = 0
         self.events_dropped = 0

@@ -1,0 +1,90 @@
+"""One frame clock for every outbound track of an event loop.
+
+A track that paces itself with ``asyncio.sleep`` costs the loop a timer, a future and a wake-up
+per call every 20 ms; with many calls the loop spends more time waking than working, and the
+wake-ups land at random phases so nothing batches. :class:`FrameClock` keeps one timer for all
+tracks: time is cut into *sub-ticks* of ``FRAME_MS / slots``; each track is given one slot
+(round robin) and its frames fall on every ``slots``-th sub-tick of it. All tracks of a slot
+are woken by one timer and run back to back in one loop iteration, while the ``slots`` phases
+keep those batches small enough not to hold up inbound packets for long.
+
+The clock has no thread, no task and no timer while nobody waits: it is safe to create per app
+and to drop without closing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+
+FRAME_MS = 20
+
+
+class FrameClock:
+    """Shared 20 ms pacing; see the module docstring."""
+
+    def __init__(self, slots: int = 4) -> None:
+        if not 1 <= slots <= FRAME_MS:
+            raise ValueError(f"slots must be 1..{FRAME_MS} (got {slots})")
+        self.slots = slots
+        self.sub_tick_s = FRAME_MS / 1000 / slots
+        self._next_slot = itertools.count()
+        self._origin: float | None = None
+        self._waiters: dict[int, list[asyncio.Future[None]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: int | None = None
+        self.wakeups = 0  # timer firings, for tests and benchmarks
+
+    def slot(self) -> int:
+        """The phase for a new track (round robin over the slots)."""
+        return next(self._next_slot) % self.slots
+
+    def sub_tick(self, now: float) -> float:
+        """``now`` in sub-ticks since the clock's origin (fixed at its first use)."""
+        if self._origin is None:
+            self._origin = now
+        return (now - self._origin) / self.sub_tick_s
+
+    def time_of(self, sub_tick: int) -> float:
+        assert self._origin is not None
+        return self._origin + sub_tick * self.sub_tick_s
+
+    def first_sub_tick(self, now: float, slot: int) -> int:
+        """The first sub-tick of ``slot`` at or after ``now``."""
+        at = math.ceil(self.sub_tick(now) - 1e-9)
+        return at + (slot - at) % self.slots
+
+    async def wait(self, sub_tick: int) -> None:
+        """Until ``sub_tick`` has come; returns at once when it already has."""
+        loop = asyncio.get_running_loop()
+        if self.time_of(sub_tick) <= loop.time():
+            return
+        # A future per waiter (cheap, in C), so that a cancelled track cancels only its own.
+        future: asyncio.Future[None] = loop.create_future()
+        waiting = self._waiters.get(sub_tick)
+        if waiting is None:
+            self._waiters[sub_tick] = [future]
+            if self._timer_at is None or sub_tick < self._timer_at:
+                self._arm(loop, sub_tick)
+        else:
+            waiting.append(future)
+        await future
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, sub_tick: int) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = sub_tick
+        self._timer = loop.call_at(self.time_of(sub_tick), self._fire, loop)
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.wakeups += 1
+        self._timer = self._timer_at = None
+        now = loop.time()
+        due = [k for k in self._waiters if self.time_of(k) <= now + 1e-6]
+        for k in due:
+            for future in self._waiters.pop(k):
+                if not future.done():
+                    future.set_result(None)
+        if self._waiters:
+            self._arm(loop, min(self._waiters))
