@@ -4,8 +4,10 @@ aiortc hands each received packet to a jitter buffer, then to a decoder thread, 
 the event loop through ``run_coroutine_threadsafe`` and a queue per track, as 48 kHz stereo
 frames. For a bridge that forwards audio, most of that is overhead and delay. Installed as the
 receiver's jitter buffer, :class:`InboundAudio` takes each packet as it arrives (in order;
-late and duplicate packets are dropped), decodes it itself (Opus to 48 kHz mono; G.711 by
-table), resamples it with one stateful resampler to the provider's format, and hands it over.
+late and duplicate packets are dropped), decodes it itself (Opus straight to the provider's
+rate with libopus, :mod:`bridge.audio.opus`; G.711 by table), resamples only what still needs
+it (G.711 for a 24 kHz provider, or Opus when libopus is missing) with one stateful resampler,
+and hands it over.
 A G.711 payload for a G.711 provider is passed on as it is. aiortc's decoder then has nothing
 to do and its track queue stays empty.
 
@@ -24,7 +26,7 @@ import numpy as np
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtp import RtpPacket
 
-from bridge.audio import g711
+from bridge.audio import g711, opus
 from bridge.audio.format import AudioFormat
 from bridge.audio.resample import Resampler, split
 
@@ -43,13 +45,17 @@ class InboundAudio:
         deliver: Callable[[bytes], None],
         clock: Callable[[], float],
         on_latency: Callable[[float], None] | None = None,
+        *,
+        direct_opus: bool = True,
     ) -> None:
         self._on_latency = on_latency
         self._codecs = payload_types
         self._target = target
         self._deliver = deliver
         self._clock = clock
-        self._opus: Any = None
+        self._opus: Any = None  # PyAV's decoder (48 kHz), when libopus can't be used directly
+        self._direct_opus = direct_opus
+        self._direct: opus.OpusDecoder | None = None
         self._resampler = Resampler(target.rate)
         self._chunk = target.rate * 20 // 1000
         self._last_seq: int | None = None
@@ -90,7 +96,13 @@ class InboundAudio:
                 return
             samples, rate = g711.decode(payload, codec), 8000
         elif codec == "opus":
-            samples, rate = self._decode_opus(payload), 48000
+            if self._direct is None and self._direct_opus:
+                self._direct = opus.decoder(target.rate)
+                self._direct_opus = self._direct is not None
+            if self._direct is not None:
+                samples, rate = self._direct.decode(payload), self._direct.rate
+            else:
+                samples, rate = self._decode_opus(payload), 48000
         else:
             self.dropped += 1
             return
