@@ -112,7 +112,7 @@ class Settings:
         max=10,
     )
     pacing_slots: int = _setting(
-        4,
+        2,
         "phases of the one 20 ms clock that paces all outbound tracks of a worker: calls are "
         "spread over them, so each timer wakes a few calls at once (1 = all together)",
         min=1,

@@ -8,6 +8,11 @@ tracks: time is cut into *sub-ticks* of ``FRAME_MS / slots``; each track is give
 are woken by one timer and run back to back in one loop iteration, while the ``slots`` phases
 keep those batches small enough not to hold up inbound packets for long.
 
+Measured (40 silent tracks, random start phases, one core): a timer per track 9.4-10.8 % of a
+core; one clock with 1 slot 3.5-4.0 %, 2 slots 5.0-5.2 %, 4 slots 7.2 % (each wake-up of the
+loop costs about 35 µs). More slots buy smaller bursts (a slot's calls are encoded back to back
+while inbound packets wait) for that CPU; the service's default is 2.
+
 The clock has no thread, no task and no timer while nobody waits: it is safe to create per app
 and to drop without closing.
 """
@@ -24,7 +29,7 @@ FRAME_MS = 20
 class FrameClock:
     """Shared 20 ms pacing; see the module docstring."""
 
-    def __init__(self, slots: int = 4) -> None:
+    def __init__(self, slots: int = 2) -> None:
         if not 1 <= slots <= FRAME_MS:
             raise ValueError(f"slots must be 1..{FRAME_MS} (got {slots})")
         self.slots = slots
