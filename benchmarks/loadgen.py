@@ -36,9 +36,10 @@ LATE_S = 0.05  # a packet this much later than its stream's best offset counts a
 CLICK_PERIOD_S = 0.5
 
 
-def speech_like(seconds: float = 8.0) -> np.ndarray:
-    """Syllables (harmonic bursts under an envelope), short gaps, and a pause every phrase
-    (long enough to end a turn for VAD providers)."""
+def speech_like(seconds: float = 8.0, pauses: bool = True) -> np.ndarray:
+    """Syllables (harmonic bursts under an envelope) and short gaps; with ``pauses``, a pause
+    every phrase (long enough to end a turn for VAD providers: the echo then replies about
+    half the time), without them one unbroken stream of speech."""
     rng = np.random.default_rng(7)
     parts: list[np.ndarray] = []
     total = 0.0
@@ -48,9 +49,10 @@ def speech_like(seconds: float = 8.0) -> np.ndarray:
             t = np.arange(n) / RATE
             f0 = rng.uniform(110, 220)
             voice = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6))
-            parts += [voice * np.sin(np.pi * np.arange(n) / n) * 0.2]
-            parts += [np.zeros(int(rng.uniform(0.04, 0.1) * RATE))]
-        parts.append(np.zeros(int(0.9 * RATE)))
+            envelope = np.sin(np.pi * np.arange(n) / n)
+            parts += [voice * (envelope if pauses else 0.6 + 0.4 * envelope) * 0.2]
+            parts += [np.zeros(int(rng.uniform(0.04, 0.1) * RATE))] if pauses else []
+        parts += [np.zeros(int(0.9 * RATE))] if pauses else []
         total = sum(p.size for p in parts) / RATE
     pcm = np.concatenate(parts)
     return (pcm[: pcm.size // FRAME * FRAME] * 32767).astype(np.int16)
@@ -193,7 +195,7 @@ async def server_stats(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     restrict_host_addresses(["127.0.0.1"])
     click = args.mode == "click"
-    packets = encode(clicks() if click else speech_like())
+    packets = encode(clicks() if click else speech_like(pauses=args.speech == "pauses"))
     body = {"provider": args.provider} if args.provider else {}
     # A new connection per request, as separate browsers would make: with several workers
     # the kernel spreads them; one kept-alive connection would always reach the same worker.
@@ -306,6 +308,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1)
     parser.add_argument("--provider", default="")
     parser.add_argument("--mode", choices=["stream", "click"], default="stream")
+    parser.add_argument(
+        "--speech", choices=["pauses", "continuous"], default="pauses", help="the load's speech"
+    )
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--window", type=float, default=8.0)
     print(json.dumps(asyncio.run(run(parser.parse_args()))), flush=True)

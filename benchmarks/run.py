@@ -1,15 +1,18 @@
-"""The benchmark: the bridge against stock aiortc, on this machine, in one run.
+"""The benchmark: the bridge beside stock aiortc, pipecat and fastrtc, on this machine, in one run.
 
-    ./bench            # the full sweep (a few minutes)
+    ./bench            # the full sweep (about a quarter of an hour)
     ./bench --quick    # fewer points
 
 Each point starts a fresh server pinned to core 0 (``taskset``) and a load generator
-(:mod:`benchmarks.loadgen`) pinned to core 1, in its own process, with N calls of
-speech-like Opus each way. Servers: the stock aiortc echo (``MediaRelay``), the bridge with
-its ``echo`` provider, and the bridge with the OpenAI emulator streaming every chunk straight
-back (the emulator runs beside the load generator, on core 1). It also measures the round trip
-of a click through the stock echo and through the bridge with that instant-echo emulator,
-and calls per machine with 1 and 2 workers. Prints tables; writes ``benchmarks/results.json``.
+(:mod:`benchmarks.loadgen`) pinned to core 1, in its own process, with N calls of speech-like
+Opus each way. Servers: the stock aiortc echo (``MediaRelay``), pipecat's SmallWebRTC
+transport with an echo pipeline, fastrtc's ``Stream`` with an echo handler (both in their own
+benchmark-only virtualenvs, made by ``benchmarks/peers/setup.sh``), the bridge with its ``echo``
+provider, and the bridge with the OpenAI emulator streaming every chunk straight back (the
+emulator runs beside the load generator, on core 1). Loads: speech with pauses (the bridge's
+echo replies after each phrase, about half the time; the other servers relay everything) and
+continuous speech. Then capacity per core of the bridge, the round trip of a click, and the
+workers. Prints tables; writes ``benchmarks/results.json``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 MAX_LATE_PCT = 1.0
+PEERS = {  # benchmark-only servers, each with its own virtualenv
+    "pipecat": (ROOT / ".venv-bench-pipecat" / "bin" / "python", "benchmarks/pipecat_echo.py"),
+    "fastrtc": (ROOT / ".venv-bench-fastrtc" / "bin" / "python", "benchmarks/fastrtc_echo.py"),
+}
+BRIDGES = ("echo", "openai")
 
 
 def free_port() -> int:
@@ -63,6 +71,10 @@ class Server:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         if kind == "stock":
             argv = [PY, "-m", "benchmarks.stock_echo", "--port", str(self.port)]
+        elif kind in PEERS:
+            python, script = PEERS[kind]
+            argv = [str(python), script, "--port", str(self.port)]
+            env.pop("PYTHONPATH")  # their own virtualenv, nothing of ours
         else:
             argv = [
                 PY,
@@ -122,7 +134,7 @@ class Server:
                 stderr=subprocess.DEVNULL,
             )
         )
-        wait_http(self.port)
+        wait_http(self.port, timeout=60.0)  # fastrtc imports gradio: slow to start
         time.sleep(0.5)
 
     @property
@@ -140,7 +152,12 @@ class Server:
 
 
 def load(
-    server: Server, calls: int, mode: str, window: float, core: str | None = "1"
+    server: Server,
+    calls: int,
+    mode: str,
+    window: float,
+    core: str | None = "1",
+    speech: str = "pauses",
 ) -> dict[str, Any]:
     argv = [
         PY,
@@ -154,6 +171,8 @@ def load(
         mode,
         "--window",
         str(window),
+        "--speech",
+        speech,
     ]
     out = subprocess.run(
         pinned(core, argv),
@@ -169,16 +188,21 @@ def load(
 
 
 def point(
-    kind: str, calls: int, window: float, mode: str = "stream", **server: Any
+    kind: str,
+    calls: int,
+    window: float,
+    mode: str = "stream",
+    speech: str = "pauses",
+    load_core: str | None = "1",
+    **server: Any,
 ) -> dict[str, Any]:
     srv = Server(kind, **server)
     try:
-        result = load(
-            srv, calls, mode, window, core=None if server.get("core", "0") is None else "1"
-        )
+        result = load(srv, calls, mode, window, core=load_core, speech=speech)
     finally:
         srv.stop()
     result["server"] = kind
+    result["speech"] = speech
     if "server_cpu_pct" in result and calls:
         result["cpu_pct_per_call"] = round(result["server_cpu_pct"] / calls, 2)
         grown = result["server_rss_mb"] - result["server_rss_idle_mb"]
@@ -219,94 +243,187 @@ def pair(latency: dict[str, Any] | None) -> str:
     return f"{latency['p50']}/{latency['p99']}" if latency else "-"
 
 
-def markdown(results: dict[str, Any]) -> str:
-    """The results as the README's table."""
+def markdown_side_by_side(results: dict[str, Any]) -> str:
+    """The side-by-side table: CPU per call and punctuality of every server, per load."""
     rows = [
-        "| server | calls | CPU/call (% of a core) | RSS/call MB | missing % | late % "
-        "| uplink p50/p99 ms | downlink p50/p99 ms |",
-        "|---|---|---|---|---|---|---|---|",
+        "| load | server | calls | CPU/call (% of a core) | RSS/call MB | missing % | late % "
+        "| bridge / stock | bridge / pipecat | bridge / fastrtc |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for p in results["points"]:
+    for p in results["side_by_side"]:
         if "error" in p:
+            rows.append(f"| {p['speech']} | {p['server']} | {p['calls']} | failed | | | | | | |")
             continue
+        ratios = p.get("ratios", {})
         rows.append(
-            f"| {p['server']} | {p['calls']} | {p['cpu_pct_per_call']} | {p['rss_mb_per_call']} "
-            f"| {p['missing_pct']} | {p['late_pct']} "
-            f"| {pair(p.get('uplink_ms'))} | {pair(p.get('downlink_ms'))} |"
+            f"| {p['speech']} | {label(p['server'])} | {p['calls']} | {p['cpu_pct_per_call']} "
+            f"| {p['rss_mb_per_call']} | {p['missing_pct']} | {p['late_pct']} "
+            + " | ".join(str(ratios.get(peer, "")) for peer in ("stock", "pipecat", "fastrtc"))
+            + " |"
         )
     return "\n".join(rows)
 
 
-def capacity(points: list[dict[str, Any]]) -> int:
-    """The most calls that kept missing and late packets within MAX_LATE_PCT."""
-    ok = [
-        p["calls"]
-        for p in points
-        if "error" not in p and p.get("missing_pct", 100) + p.get("late_pct", 100) <= MAX_LATE_PCT
+def markdown_capacity(results: dict[str, Any]) -> str:
+    rows = [
+        "| bridge | calls | CPU/call (% of a core) | missing % | late % | bridge late % "
+        "| uplink p50/p99 ms | downlink p50/p99 ms | RSS/call MB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    return max(ok, default=0)
+    for p in results["capacity"]:
+        if "error" in p:
+            rows.append(f"| {label(p['server'])} | {p['calls']} | failed | | | | | | |")
+            continue
+        rows.append(
+            f"| {label(p['server'])} | {p['calls']} | {p['cpu_pct_per_call']} "
+            f"| {p['missing_pct']} | {p['late_pct']} | {p.get('bridge_late_frames_pct', '')} "
+            f"| {pair(p.get('uplink_ms'))} | {pair(p.get('downlink_ms'))} "
+            f"| {p['rss_mb_per_call']} |"
+        )
+    return "\n".join(rows)
+
+
+def label(kind: str) -> str:
+    return {"echo": "bridge (echo)", "openai": "bridge (OpenAI loopback)"}.get(kind, kind)
+
+
+def within_limits(p: dict[str, Any]) -> bool:
+    """Kept up: missing + late packets at the caller, and the bridge's own late frames,
+    each at most MAX_LATE_PCT."""
+    if "error" in p:
+        return False
+    heard = p.get("missing_pct", 100) + p.get("late_pct", 100)
+    return bool(heard <= MAX_LATE_PCT and p.get("bridge_late_frames_pct", 0) <= MAX_LATE_PCT)
+
+
+def capacity(points: list[dict[str, Any]]) -> int:
+    """The most calls that stayed within limits (and every smaller point did too)."""
+    best = 0
+    for p in sorted(points, key=lambda p: int(p["calls"])):
+        if not within_limits(p):
+            break
+        best = p["calls"]
+    return best
+
+
+def add_ratios(points: list[dict[str, Any]]) -> None:
+    """Bridge CPU per call over each other server's, same load and number of calls."""
+    by = {(p["server"], p["speech"], p["calls"]): p for p in points if "cpu_pct_per_call" in p}
+    for (kind, speech, calls), p in by.items():
+        if kind not in BRIDGES:
+            continue
+        p["ratios"] = {}
+        for peer in ("stock", *PEERS):
+            other = by.get((peer, speech, calls))
+            if other and other["cpu_pct_per_call"]:
+                p["ratios"][peer] = round(p["cpu_pct_per_call"] / other["cpu_pct_per_call"], 2)
+
+
+def ensure_peers() -> list[str]:
+    """Set up the peers' virtualenvs; returns the peers that can run."""
+    setup = ROOT / "benchmarks" / "peers" / "setup.sh"
+    done = subprocess.run(["bash", str(setup)], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"peers not set up ({done.stderr.strip()[-300:]}); measuring without them")
+    return [name for name, (python, _) in PEERS.items() if python.exists()]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer points, shorter windows")
+    parser.add_argument("--no-peers", action="store_true", help="skip pipecat and fastrtc")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
     args = parser.parse_args()
     window = 5.0 if args.quick else 8.0
-    sweeps = {
-        "stock": [1, 5, 10] if args.quick else [1, 5, 10, 15],
-        "echo": [1, 5, 10, 25] if args.quick else [1, 5, 10, 20, 30, 40],
-        "openai": [1, 5, 10, 25] if args.quick else [1, 5, 10, 20, 30],
-    }
+    peers = [] if args.no_peers else ensure_peers()
     results: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": _cpu_model(),
             "python": platform.python_version(),
             "when": time.strftime("%Y-%m-%d %H:%M"),
         },
-        "points": [],
     }
-    print("calls on one core (server on core 0, load on core 1):", flush=True)
-    for kind, sweep in sweeps.items():
-        for calls in sweep:
-            results["points"].append(point(kind, calls, window))
+    side_calls = [5] if args.quick else [5, 10]
+    loads = {
+        "pauses": ["stock", *peers, "echo", "openai"],
+        "continuous": ["stock", *peers, "openai"],
+    }
+    print("side by side, one core each (server on core 0, load on core 1):", flush=True)
+    side: list[dict[str, Any]] = []
+    for speech, kinds in loads.items():
+        for calls in side_calls:
+            for kind in kinds:
+                side.append(point(kind, calls, window, speech=speech))
+    add_ratios(side)
+    results["side_by_side"] = side
+    print("bridge capacity on one core (speech with pauses):", flush=True)
+    sweeps = {
+        "echo": [10, 20, 25, 30] if args.quick else [10, 20, 25, 30, 35, 40],
+        "openai": [10, 15, 20, 25] if args.quick else [10, 15, 20, 25, 30],
+    }
+    results["capacity"] = [
+        point(kind, calls, window) for kind, steps in sweeps.items() for calls in steps
+    ]
     print("click round trip (one call, instant echo):", flush=True)
     results["click"] = [point("stock", 1, 6.0, mode="click"), point("openai", 1, 6.0, mode="click")]
-    print("calls per machine, all cores shared (1 vs 2 workers, bridge echo):", flush=True)
-    steps = [10, 20, 30] if args.quick else [10, 20, 30, 40, 50]
+    print("workers (bridge echo, speech with pauses):", flush=True)
+    # The machine has two cores: a worker per core leaves none for the load generator. So:
+    # two workers sharing core 0 (load on core 1) show what a second worker costs on one
+    # core; two workers on both cores with the load beside them show calls per machine with
+    # the load generator's CPU taken out of it.
+    steps = [20, 30] if args.quick else [20, 25, 30, 35]
     results["workers"] = {
-        str(n): [point("echo", calls, window, workers=n, core=None) for calls in steps]
-        for n in (1, 2)
+        "1 worker, core 0": [point("echo", n, window, workers=1) for n in steps],
+        "2 workers, core 0": [point("echo", n, window, workers=2) for n in steps],
+        "2 workers, cores 0-1, load on 0-1": [
+            point("echo", n, window, workers=2, core=None, load_core=None)
+            for n in ([30, 40, 50] if args.quick else [30, 40, 50, 60])
+        ],
     }
-    by_kind: dict[str, list[dict[str, Any]]] = {}
-    for p in results["points"]:
-        by_kind.setdefault(p["server"], []).append(p)
 
-    def at(kind: str, calls: int) -> float | None:
-        for p in by_kind.get(kind, []):
-            if p["calls"] == calls and "cpu_pct_per_call" in p:
-                return float(p["cpu_pct_per_call"])
+    def cpu(kind: str, speech: str, calls: int) -> float | None:
+        for p in side:
+            if (p["server"], p["speech"], p["calls"]) == (kind, speech, calls):
+                return p.get("cpu_pct_per_call")
         return None
 
-    # CPU per call is compared where both keep up and share fixed costs alike: 5 calls.
-    stock5, echo5, openai5 = at("stock", 5), at("echo", 5), at("openai", 5)
     results["summary"] = {
-        "capacity_per_core": {k: capacity(v) for k, v in by_kind.items()},
-        "cpu_pct_per_call_at_5": {"stock": stock5, "echo": echo5, "openai": openai5},
-        "bridge_over_stock_cpu_at_5": {
-            "echo": round(echo5 / stock5, 3) if echo5 and stock5 else None,
-            "openai": round(openai5 / stock5, 3) if openai5 and stock5 else None,
+        "cpu_pct_per_call": {
+            f"{speech} N={n}": {kind: cpu(kind, speech, n) for kind in kinds}
+            for speech, kinds in loads.items()
+            for n in side_calls
+        },
+        "bridge_over_peers": {
+            f"{p['server']} {p['speech']} N={p['calls']}": p["ratios"]
+            for p in side
+            if p.get("ratios")
+        },
+        "capacity_per_core": {
+            kind: capacity([p for p in results["capacity"] if p["server"] == kind])
+            for kind in sweeps
         },
         "click_rtt_p50_ms": {
             p["server"]: p.get("click_rtt_ms", {}).get("p50") for p in results["click"]
         },
-        "capacity_per_machine": {n: capacity(v) for n, v in results["workers"].items()},
+        "workers_capacity": {name: capacity(v) for name, v in results["workers"].items()},
     }
-    print(markdown(results))
+    print(markdown_side_by_side(results))
+    print()
+    print(markdown_capacity(results))
     print(json.dumps(results["summary"], indent=2))
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":
