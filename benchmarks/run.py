@@ -257,7 +257,7 @@ def markdown_side_by_side(results: dict[str, Any]) -> str:
         ratios = p.get("ratios", {})
         rows.append(
             f"| {p['speech']} | {label(p['server'])} | {p['calls']} | {p['cpu_pct_per_call']} "
-            f"| {p['rss_mb_per_call']} | {p['missing_pct']} | {p['late_pct']} "
+            f"| {p['rss_mb_per_call']} | {p['missing_pct']} | {p['late_pct']} | "
             + " | ".join(str(ratios.get(peer, "")) for peer in ("stock", "pipecat", "fastrtc"))
             + " |"
         )
