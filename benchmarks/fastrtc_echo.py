@@ -48,15 +48,14 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 import argparse
 import asyncio
 import logging
-import resource
 import signal
 import sys
 import uuid
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aioice.ice
 import numpy as np
+import peer_support  # beside this script
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -64,24 +63,6 @@ from fastrtc import AsyncStreamHandler, Stream, wait_for_item
 from fastrtc.stream import Body
 
 RATE = 48000
-
-
-def loopback_host_candidates() -> None:
-    """Gather ICE host candidates on 127.0.0.1 only (aiortc skips loopback otherwise and
-    has no option for it: ``aioice.ice.get_host_addresses`` is the only seam)."""
-
-    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return ["127.0.0.1"] if use_ipv4 else []
-
-    aioice.ice.get_host_addresses = host_addresses
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 class Echo(AsyncStreamHandler):
@@ -135,8 +116,7 @@ def build_app() -> FastAPI:
 
     @app.get("/stats")
     async def stats() -> dict[str, Any]:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return {"cpu_seconds": usage.ru_utime + usage.ru_stime, "rss_bytes": rss_bytes()}
+        return peer_support.stats()
 
     @app.post("/stats/reset")
     async def stats_reset() -> dict[str, Any]:
@@ -151,7 +131,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    loopback_host_candidates()
+    peer_support.loopback_host_candidates()
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler
     # that was there before it: with this one the process ends with status 0, not 143.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))

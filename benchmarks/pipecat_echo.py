@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import resource
 import sys
 from typing import Any
 
@@ -41,7 +40,7 @@ from loguru import logger
 logger.remove()
 logger.add(sys.stderr, level="WARNING")
 
-import aioice.ice  # noqa: E402
+import peer_support  # noqa: E402  # beside this script
 from aiohttp import web  # noqa: E402
 from pipecat.frames.frames import (  # noqa: E402
     Frame,
@@ -62,24 +61,6 @@ from pipecat.workers.runner import WorkerRunner  # noqa: E402
 
 HANDLER = web.AppKey("handler", SmallWebRTCRequestHandler)
 CALLS = web.AppKey("calls", set)
-
-
-def loopback_host_candidates() -> None:
-    """Gather ICE host candidates on 127.0.0.1 only (aiortc skips loopback otherwise and
-    has no option for it: ``aioice.ice.get_host_addresses`` is the only seam)."""
-
-    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return ["127.0.0.1"] if use_ipv4 else []
-
-    aioice.ice.get_host_addresses = host_addresses
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 class Echo(FrameProcessor):
@@ -136,10 +117,7 @@ async def offer(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return web.json_response(
-        {"cpu_seconds": usage.ru_utime + usage.ru_stime, "rss_bytes": rss_bytes()}
-    )
+    return web.json_response(peer_support.stats())
 
 
 async def stats_reset(request: web.Request) -> web.Response:
@@ -158,7 +136,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)  # aiortc, aioice, aiohttp
-    loopback_host_candidates()
+    peer_support.loopback_host_candidates()
     app = web.Application()
     app[HANDLER] = SmallWebRTCRequestHandler(ice_servers=[])  # no STUN/TURN
     app[CALLS] = set()

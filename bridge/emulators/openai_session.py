@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.audio.format import AudioFormat
-from bridge.protocols.openai_server import FORMATS
+from bridge.protocols.openai_server import session_format
 
 
 @dataclass
@@ -46,11 +46,11 @@ class EmulatedSession:
 
     @property
     def input_format(self) -> AudioFormat:
-        return FORMATS[self.session["audio"]["input"]["format"]["type"]]
+        return session_format(self.session, "input")
 
     @property
     def output_format(self) -> AudioFormat:
-        return FORMATS[self.session["audio"]["output"]["format"]["type"]]
+        return session_format(self.session, "output")
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [m for m in self.received if m.get("type") == kind]

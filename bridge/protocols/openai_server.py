@@ -558,6 +558,11 @@ def deep_merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def session_format(session: dict[str, Any], side: str) -> AudioFormat:
+    """The audio format of a complete (merged, checked) session's ``input`` or ``output``."""
+    return FORMATS[session["audio"][side]["format"]["type"]]
+
+
 def format_of(side: object) -> AudioFormat | None:
     """The audio format named by ``session.audio.input`` or ``.output``, if one is."""
     fmt = side.get("format") if isinstance(side, dict) else None

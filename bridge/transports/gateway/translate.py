@@ -35,7 +35,6 @@ from bridge.core import events as ev
 from bridge.core.errors import BadRequest
 from bridge.core.session_config import SessionConfig
 from bridge.protocols.openai_server import (
-    FORMATS,
     ProtocolError,
     ResponseStream,
     ServerEvents,
@@ -47,6 +46,7 @@ from bridge.protocols.openai_server import (
     default_session,
     merged_session,
     new_id,
+    session_format,
 )
 
 MAX_REMEMBERED_ITEMS = 64
@@ -117,11 +117,11 @@ class Translator:
 
     @property
     def input_format(self) -> AudioFormat:
-        return FORMATS[self.session["audio"]["input"]["format"]["type"]]
+        return session_format(self.session, "input")
 
     @property
     def output_format(self) -> AudioFormat:
-        return FORMATS[self.session["audio"]["output"]["format"]["type"]]
+        return session_format(self.session, "output")
 
     def start(self) -> list[dict[str, Any]]:
         """What the client hears first."""
