@@ -113,3 +113,16 @@ def test_the_direct_decoder_refuses_rates_libopus_lacks() -> None:
     direct.close()  # idempotent
     with pytest.raises(opus.OpusError):
         direct.decode(b"\x00")
+
+
+def test_close_frees_the_decoder_and_later_packets_are_ignored() -> None:
+    packets = opus_packets(1000, 0.2)
+    inbound, chunks = run(PCM16_24K, packets[:5])
+    direct = inbound._direct
+    assert direct is not None
+    inbound.close()
+    inbound.close()  # idempotent
+    assert direct._handle is None and inbound._direct is None
+    delivered = len(chunks)
+    inbound.add(rtp(packets[5], 5))
+    assert len(chunks) == delivered and inbound.decode_errors == 0

@@ -56,6 +56,7 @@ class InboundAudio:
         self._opus: Any = None  # PyAV's decoder (48 kHz), when libopus can't be used directly
         self._direct_opus = direct_opus
         self._direct: opus.OpusDecoder | None = None
+        self._closed = False
         self._resampler = Resampler(target.rate)
         self._chunk = target.rate * 20 // 1000
         self._last_seq: int | None = None
@@ -65,6 +66,8 @@ class InboundAudio:
         self.decode_errors = 0
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        if self._closed:  # a packet aiortc still had in hand while the call closed
+            return False, None
         seq = packet.sequence_number
         if self._last_seq is not None:
             ahead = (seq - self._last_seq) & 0xFFFF
@@ -87,6 +90,13 @@ class InboundAudio:
         if self._on_latency is not None:
             self._on_latency((self._clock() - arrived) * 1000)
         return False, None
+
+    def close(self) -> None:
+        """Free the decoder now (not whenever the collector gets to it); idempotent."""
+        self._closed = True
+        if self._direct is not None:
+            self._direct.close()
+            self._direct = None
 
     def _handle(self, codec: str | None, payload: bytes) -> None:
         target = self._target

@@ -197,6 +197,8 @@ class WebRTCCall:
             self.track.stop()
             with contextlib.suppress(Exception):
                 await self._pc.close()
+            if self._inbound is not None:
+                self._inbound.close()
 
     async def _flush_channel(self) -> None:
         """Give the ``close`` event a moment to leave before the transport goes away."""
