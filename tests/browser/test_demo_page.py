@@ -9,6 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -158,16 +160,15 @@ async def test_a_call_stopped_while_connecting_leaves_nothing_behind(
     assert not errors, errors
 
 
-async def test_a_lost_bridge_shows_a_readable_error(chromium: Any, artifacts: Path) -> None:
+@asynccontextmanager
+async def call_on_own_bridge(chromium: Any) -> AsyncIterator[tuple[Any, subprocess.Popen[bytes]]]:
+    """A page in a call with a bridge of its own (one process: a signal to it is a crash or
+    a stop of the whole service); the process is killed afterwards."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "BRIDGE_PORT": str(port),
-        "BRIDGE_ICE_ADDRESSES": "127.0.0.1",
-        "BRIDGE_WORKERS": "1",
-    }  # one process: SIGKILL is a crash, no goodbye
+    env = {**os.environ, "BRIDGE_PORT": str(port), "BRIDGE_ICE_ADDRESSES": "127.0.0.1",
+           "BRIDGE_WORKERS": "1"}  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve"], env=env)
     try:
         page = await chromium.new_page()
@@ -178,6 +179,14 @@ async def test_a_lost_bridge_shows_a_readable_error(chromium: Any, artifacts: Pa
             except Exception:
                 await asyncio.sleep(0.1)
         await start_call(page, f"http://127.0.0.1:{port}")
+        yield page, proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_a_lost_bridge_shows_a_readable_error(chromium: Any, artifacts: Path) -> None:
+    async with call_on_own_bridge(chromium) as (page, proc):
         proc.send_signal(signal.SIGKILL)  # a crash: no goodbye on the data channel
         await wait_for(page, "!document.querySelector('#error').hidden", 45)
         message = await page.inner_text("#error")
@@ -185,9 +194,6 @@ async def test_a_lost_bridge_shows_a_readable_error(chromium: Any, artifacts: Pa
         assert "start" in message.lower()  # it says what to do
         assert (await page.inner_text("#state")).strip() == "failed"
         await page.screenshot(path=str(artifacts / "lost-connection.png"), full_page=True)
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 PHONE_OVERFLOW = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
@@ -291,30 +297,13 @@ async def test_a_typed_message_shows_once_with_its_reply(chromium: Any, bridge: 
 
 
 async def test_a_stopping_bridge_is_explained_in_plain_words(chromium: Any) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "BRIDGE_PORT": str(port), "BRIDGE_ICE_ADDRESSES": "127.0.0.1",
-           "BRIDGE_WORKERS": "1"}  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve"], env=env)
-    try:
-        page = await chromium.new_page()
-        for _ in range(100):
-            try:
-                await page.goto(f"http://127.0.0.1:{port}/")
-                break
-            except Exception:
-                await asyncio.sleep(0.1)
-        await start_call(page, f"http://127.0.0.1:{port}")
+    async with call_on_own_bridge(chromium) as (page, proc):
         proc.send_signal(signal.SIGINT)  # a clean stop: the bridge says goodbye
         await wait_for(page, "document.querySelector('#state').textContent.trim() === 'closed'")
         await wait_for(page, "!document.querySelector('#error').hidden")
         shown = await page.inner_text("#error")
         assert "The bridge is shutting down." in shown and "Press Start" in shown, shown
         assert "server_shutdown" not in shown
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 async def test_the_model_picker_offers_every_model_the_bridge_has(
