@@ -224,3 +224,77 @@ async def test_a_starved_track_catches_up_briefly_then_re_anchors() -> None:
     await take(track, 3)
     assert track.late_resets == 1
     assert loop.time() - t0 >= 0.035
+
+
+# -- driven by the clock (the media fast path) -----------------------------------------------
+
+
+async def test_a_driven_track_is_paced_by_the_clock_and_parks_aiortcs_recv() -> None:
+    from bridge.transports.webrtc.pacing import FrameClock
+
+    clock = FrameClock(slots=2)
+    track = OutboundAudioTrack(clock=clock)
+    loop = asyncio.get_running_loop()
+    sent: list[tuple[float, bytes, int]] = []
+    assert track.drive(lambda payload, t: sent.append((loop.time(), payload, t)) is None)
+    assert track.driven and not track.drive(lambda p, t: True)  # once only
+    parked = asyncio.ensure_future(track.recv())  # what aiortc's sender loop does
+    track.push(tone(440, 0.2, 24000).tobytes(), "item")
+    while len(sent) < 25:
+        await asyncio.sleep(0.02)
+    assert not parked.done()
+    times = [t for t, _, _ in sent]
+    assert [r for _, _, r in sent[:25]] == [960 * i for i in range(25)]  # contiguous RTP time
+    assert (times[24] - times[0]) >= 24 * 0.020 - 0.005  # paced, not a burst
+    assert float(np.median(np.diff(times))) == pytest.approx(0.020, abs=0.004)
+    assert track.audio_frames_sent == 10 and track.played_ms("item") == 200
+    heard = decode([av.Packet(p) for _, p, _ in sent], "libopus", 48000)
+    assert abs(dominant_frequency(heard, 48000) - 440) < 10
+    track.stop()
+    with pytest.raises(MediaStreamError):
+        await asyncio.wait_for(parked, 1.0)
+    count = len(sent)
+    await asyncio.sleep(0.1)
+    assert len(sent) == count and not clock._tickers and not track.driven
+
+
+async def test_a_driven_track_stops_sending_when_its_transport_is_gone() -> None:
+    from bridge.transports.webrtc.pacing import FrameClock
+
+    clock = FrameClock(slots=1)
+    track = OutboundAudioTrack(clock=clock)
+    calls: list[int] = []
+    track.drive(lambda payload, t: calls.append(t) is None and len(calls) < 3)
+    await asyncio.sleep(0.15)
+    assert len(calls) == 3 and not clock._tickers and not track.driven
+    assert track.readyState == "live"  # the call, not the track, decides when it ends
+
+
+async def test_only_an_unstarted_track_can_be_driven() -> None:
+    track = OutboundAudioTrack()
+    await track.recv()
+    assert not track.drive(lambda p, t: True)
+    made: list[int] = []
+    track.drive_when_sending(lambda: made.append(1) and None)  # never called after a frame
+    await track.recv()
+    assert made == [] and not track.driven
+
+
+async def test_a_ticker_that_raises_is_removed_and_the_others_go_on() -> None:
+    from bridge.transports.webrtc.pacing import FrameClock
+
+    clock = FrameClock(slots=2)
+    good: list[float] = []
+
+    def bad(now: float) -> None:
+        raise RuntimeError("broken call")
+
+    clock.add_ticker(bad)
+    remove = clock.add_ticker(good.append)
+    while len(good) < 6:
+        await asyncio.sleep(0.01)
+    assert len(clock._tickers) == 1
+    remove()
+    remove()  # idempotent
+    assert not clock._tickers
+    assert np.diff(good).min() > 0.005  # one call per sub-tick (10 ms with 2 slots)

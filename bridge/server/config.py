@@ -118,6 +118,11 @@ class Settings:
         min=1,
         max=20,
     )
+    media_fast_path: bool = _setting(
+        True,
+        "once a WebRTC call is connected, its audio RTP bypasses aiortc's per-packet chain "
+        "(same SRTP sessions and RTCP figures, less CPU per call); off = aiortc's path",
+    )
     max_text_chars: int = _setting(
         4000, "longest typed message a client may send on the events channel", min=1
     )

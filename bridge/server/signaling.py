@@ -130,6 +130,7 @@ def webrtc_options(settings: Settings, clock: FrameClock | None = None) -> WebRT
         inactivity_timeout=settings.inactivity_timeout,
         max_reply_buffer_ms=settings.max_reply_buffer_ms,
         max_text_chars=settings.max_text_chars,
+        fast_path=settings.media_fast_path,
     )
 
 

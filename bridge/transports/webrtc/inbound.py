@@ -11,8 +11,10 @@ and hands it over.
 A G.711 payload for a G.711 provider is passed on as it is. aiortc's decoder then has nothing
 to do and its track queue stays empty.
 
-This touches aiortc's private receiver (see :mod:`bridge.transports.webrtc.jitter`); the
-aiortc version is pinned and every call runs through it: it is the bridge's one inbound path.
+Packets reach it two ways: through aiortc's receiver, installed in its jitter buffer slot (see
+:mod:`bridge.transports.webrtc.jitter`; until the call is connected, or with the fast path
+off), or straight from the socket's callback (:mod:`bridge.transports.webrtc.fastpath`) once
+it is. Both hand over the same (payload type, sequence number, payload) to :meth:`receive`.
 """
 
 from __future__ import annotations
@@ -62,23 +64,30 @@ class InboundAudio:
         self._last_seq: int | None = None
         self.last_packet_at: float | None = None
         self.packets = 0
+        self.via_aiortc = 0  # packets that came through aiortc's receiver, not the fast path
         self.dropped = 0
         self.decode_errors = 0
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        """aiortc's jitter buffer interface: a packet that took aiortc's receive path."""
+        payload: bytes = packet._data  # type: ignore[attr-defined]  # depayloaded by aiortc
+        self.via_aiortc += 1
+        self.receive(packet.payload_type, packet.sequence_number, payload)
+        return False, None
+
+    def receive(self, payload_type: int, seq: int, payload: bytes) -> None:
+        """One RTP packet's payload, from aiortc or from the fast path (:mod:`.fastpath`)."""
         if self._closed:  # a packet aiortc still had in hand while the call closed
-            return False, None
-        seq = packet.sequence_number
+            return
         if self._last_seq is not None:
             ahead = (seq - self._last_seq) & 0xFFFF
             if ahead == 0 or ahead >= 0x8000:
                 self.dropped += 1
-                return False, None
+                return
         self._last_seq = seq
         self.last_packet_at = arrived = self._clock()
         self.packets += 1
-        payload: bytes = packet._data  # type: ignore[attr-defined]  # depayloaded by aiortc
-        codec = self._codecs.get(packet.payload_type)
+        codec = self._codecs.get(payload_type)
         try:
             self._handle(codec, payload)
         except (av.FFmpegError, ValueError) as exc:
@@ -89,7 +98,6 @@ class InboundAudio:
             log.exception("inbound audio failed")
         if self._on_latency is not None:
             self._on_latency((self._clock() - arrived) * 1000)
-        return False, None
 
     def close(self) -> None:
         """Free the decoder now (not whenever the collector gets to it); idempotent."""

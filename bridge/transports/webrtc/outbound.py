@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, cast
@@ -63,6 +64,7 @@ PCMU = OutboundCodec("PCMU", "pcm_mulaw", 8000)
 PCMA = OutboundCodec("PCMA", "pcm_alaw", 8000)
 CODECS = {c.name.lower(): c for c in (OPUS, PCMU, PCMA)}
 OPUS_INPUT_RATES = (8000, 12000, 16000, 24000, 48000)  # what libopus encodes without resampling
+MAX_CATCH_UP_FRAMES = 10  # frames a driven track sends back to back after a late tick
 # libopus complexity (0-10): the CPU/quality trade of the reply encode, which is the largest
 # single cost of a call. 5 is what libwebrtc uses on phones; 10 is libopus's default.
 DEFAULT_OPUS_COMPLEXITY = 5
@@ -137,6 +139,10 @@ class OutboundAudioTrack(MediaStreamTrack):
         self._pts = 0  # RTP time of the next packet, in the codec's clock rate
         self._encoder_pts = 0  # the encoder's own time, in its input rate
         self._frames = 0
+        self._send: Callable[[bytes, int], bool] | None = None  # set by drive()
+        self._untick: Callable[[], None] | None = None
+        self._driver: Callable[[], Callable[[bytes, int], bool] | None] | None = None
+        self._parked: asyncio.Future[None] | None = None  # aiortc's recv() while driven
         # Statistics, read by sessions, tests and benchmarks.
         self.frames_sent = 0
         self.audio_frames_sent = 0
@@ -257,19 +263,81 @@ class OutboundAudioTrack(MediaStreamTrack):
         """The next 20 ms packet, released on schedule."""
         if self.readyState != "live":
             raise MediaStreamError
+        if self._driver is not None:
+            make, self._driver = self._driver, None
+            send = make() if not self._frames else None
+            if send is not None:
+                self.drive(send)
+        if self._send is not None:
+            # The clock drives this track (see drive()): aiortc's sender loop rests here.
+            if self._parked is None:
+                self._parked = asyncio.get_running_loop().create_future()
+            await self._parked
+            raise MediaStreamError
         loop = asyncio.get_running_loop()
         now = loop.time()
         clock = self._clock
         if self._first is None:
             self._first = clock.first_sub_tick(now, self._slot)
-        sub_tick = self._first + self._frames * clock.slots
-        due = clock.time_of(sub_tick)
+        due = clock.time_of(self._first + self._frames * clock.slots)
         if due > now:
-            await clock.wait(sub_tick)
+            await clock.wait(self._first + self._frames * clock.slots)
             if self.readyState != "live":
                 raise MediaStreamError
             now = loop.time()
-        elif now - due > self._max_lateness:
+        payload, samples = self._frame(now, due)
+        packet: av.Packet[Any] = av.Packet(payload)
+        packet.pts = self._pts - samples
+        packet.time_base = self._time_base
+        return packet
+
+    def drive_when_sending(self, make: Callable[[], Callable[[bytes, int], bool] | None]) -> None:
+        """Call ``make`` when aiortc first asks for a frame (its sender has started then) and,
+        when it returns a send function, :meth:`drive` the track with it."""
+        self._driver = make
+
+    def drive(self, send: Callable[[bytes, int], bool]) -> bool:
+        """Let the frame clock pace this track and ``send(payload, rtp_time)`` send each frame
+        (the media fast path) instead of aiortc pulling ``recv()``; only before the first frame.
+        ``send`` returns False when the transport is gone: the track then stops sending.
+        aiortc's sender loop waits in ``recv()`` until the track stops."""
+        if self._frames or self._send is not None or self.readyState != "live":
+            return False
+        self._send = send
+        self._untick = self._clock.add_ticker(self._tick)
+        return True
+
+    @property
+    def driven(self) -> bool:
+        """True while the frame clock, not aiortc, sends this track's frames."""
+        return self._untick is not None
+
+    def _tick(self, now: float) -> None:
+        """The clock's call at each sub-tick: send the frames that are due (normally one)."""
+        send, clock = self._send, self._clock
+        if self.readyState != "live" or send is None:
+            self._stop_ticking()
+            return
+        if self._first is None:
+            self._first = clock.first_sub_tick(now, self._slot)
+        for _ in range(MAX_CATCH_UP_FRAMES):
+            due = clock.time_of(self._first + self._frames * clock.slots)
+            if due > now + 1e-6:
+                return
+            payload, samples = self._frame(now, due)
+            if not send(payload, self._pts - samples):
+                self._stop_ticking()
+                return
+
+    def _stop_ticking(self) -> None:
+        if self._untick is not None:
+            self._untick()
+            self._untick = None
+
+    def _frame(self, now: float, due: float) -> tuple[bytes, int]:
+        """The frame due at ``due`` (re-anchored when far behind): its payload and samples."""
+        clock = self._clock
+        if now - due > self._max_lateness:
             # We were starved of CPU: re-anchor on our latest slot instead of bursting.
             latest = clock.first_sub_tick(now, self._slot) - clock.slots
             self._first = latest - self._frames * clock.slots
@@ -277,7 +345,8 @@ class OutboundAudioTrack(MediaStreamTrack):
             self.late_resets += 1
         self._frames += 1
         samples, had_audio = self.playout.take(self._source_frame, now)
-        packet = self._encode(samples, had_audio)
+        payload, count = self._encode(samples, had_audio)
+        self._pts += count
         self.frames_sent += 1
         if self._metrics is not None:
             self._metrics.frame((now - due) * 1000)
@@ -286,23 +355,24 @@ class OutboundAudioTrack(MediaStreamTrack):
             self.last_audio_sent_at = now
             if self._arrived_at is not None:
                 if self._metrics is not None:
-                    self._metrics.downlink((loop.time() - self._arrived_at) * 1000)
+                    self._metrics.downlink((now - self._arrived_at) * 1000)
                 self._arrived_at = None
         elif self._arrived_at is not None and not self.playout.holding:
             self._arrived_at = None  # flushed before it played
-        return packet
+        return payload, count
 
-    def _encode(self, samples: np.ndarray[Any, Any], had_audio: bool) -> av.Packet[Any]:
+    def _encode(self, samples: np.ndarray[Any, Any], had_audio: bool) -> tuple[bytes, int]:
+        """The RTP payload for one frame and its length in the codec's clock."""
         codec = self._codec
         if self.passthrough:
-            return self._packet(samples.tobytes(), samples.size)
+            return samples.tobytes(), samples.size
         if not had_audio and self._encoder is None:
             # Idle: a silent frame is always the same packet, so don't encode it again (libopus
             # spends more on digital silence than on speech). After audio the real encoder
             # runs one more silent frame to let its look-ahead out, then is dropped; the
             # next reply starts a fresh one, matching a decoder that has heard only silence.
             self.silent_frames += 1
-            return self._packet(_silence_packet(codec), codec.frame_samples)
+            return _silence_packet(codec), codec.frame_samples
         rate = self.encode_rate
         if self._encoder is None:
             self._encoder = _encoder(codec, rate, self._complexity)
@@ -325,15 +395,11 @@ class OutboundAudioTrack(MediaStreamTrack):
             raise MediaStreamError(f"{codec.av_codec} returned {len(packets)} packets")
         if not had_audio:
             self._encoder = None  # the reply's tail is out: back to cached silence
-        return self._packet(bytes(packets[0]), codec.frame_samples)
-
-    def _packet(self, payload: bytes, samples: int) -> av.Packet[Any]:
-        packet: av.Packet[Any] = av.Packet(payload)
-        packet.pts = self._pts
-        packet.time_base = self._time_base
-        self._pts += samples
-        return packet
+        return bytes(packets[0]), codec.frame_samples
 
     def stop(self) -> None:
         super().stop()
+        self._stop_ticking()
+        if self._parked is not None and not self._parked.done():
+            self._parked.set_result(None)
         self.playout.flush()

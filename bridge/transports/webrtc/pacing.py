@@ -13,15 +13,24 @@ core; one clock with 1 slot 3.5-4.0 %, 2 slots 5.0-5.2 %, 4 slots 7.2 % (each wa
 loop costs about 35 µs). More slots buy smaller bursts (a slot's calls are encoded back to back
 while inbound packets wait) for that CPU; the service's default is 2.
 
-The clock has no thread, no task and no timer while nobody waits: it is safe to create per app
-and to drop without closing.
+Tracks on the media fast path (:mod:`.fastpath`) don't wait at all: they register a *ticker*,
+a plain function the clock calls at every sub-tick while it is registered (each decides from
+its own schedule whether a frame is due), so a frame costs a function call instead of a future,
+a task wake-up and aiortc's sender coroutine.
+
+The clock has no thread, no task and no timer while nobody waits or ticks: it is safe to create
+per app and to drop without closing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 FRAME_MS = 20
 
@@ -39,6 +48,8 @@ class FrameClock:
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: int | None = None
+        self._tickers: dict[int, Callable[[float], None]] = {}
+        self._ticker_ids = itertools.count()
         self.wakeups = 0  # timer firings, for tests and benchmarks
 
     def slot(self) -> int:
@@ -76,6 +87,21 @@ class FrameClock:
             waiting.append(future)
         await future
 
+    def add_ticker(self, tick: Callable[[float], None]) -> Callable[[], None]:
+        """Call ``tick(now)`` at every sub-tick from the next one on; returns the function
+        that removes it (idempotent). A ticker that raises is removed and logged."""
+        loop = asyncio.get_running_loop()
+        key = next(self._ticker_ids)
+        self._tickers[key] = tick
+        following = math.floor(self.sub_tick(loop.time()) + 1e-9) + 1
+        if self._timer_at is None or following < self._timer_at:
+            self._arm(loop, following)
+
+        def remove() -> None:
+            self._tickers.pop(key, None)
+
+        return remove
+
     def _arm(self, loop: asyncio.AbstractEventLoop, sub_tick: int) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -86,10 +112,19 @@ class FrameClock:
         self.wakeups += 1
         self._timer = self._timer_at = None
         now = loop.time()
+        for key, tick in list(self._tickers.items()):
+            try:
+                tick(now)
+            except Exception:  # one broken call must not stop the others' audio
+                log.exception("a paced track failed; it is stopped")
+                self._tickers.pop(key, None)
         due = [k for k in self._waiters if self.time_of(k) <= now + 1e-6]
         for k in due:
             for future in self._waiters.pop(k):
                 if not future.done():
                     future.set_result(None)
-        if self._waiters:
-            self._arm(loop, min(self._waiters))
+        following = [min(self._waiters)] if self._waiters else []
+        if self._tickers:
+            following.append(math.floor(self.sub_tick(loop.time()) + 1e-9) + 1)
+        if following:
+            self._arm(loop, min(following))

@@ -1,9 +1,9 @@
 """The WebRTC transport: one peer connection carrying one conversation.
 
 :class:`WebRTCCall` owns what WebRTC needs and nothing else: the ``RTCPeerConnection`` (SDP,
-ICE, DTLS), the inbound decoder (:mod:`.inbound`, installed as the receiver's jitter buffer:
-the one inbound path), the outbound track (:mod:`.outbound`, the conversation's playback
-sink) and the ``events`` data channel (:mod:`.datachannel`: client messages become
+ICE, DTLS), the inbound decoder (:mod:`.inbound`, installed as the receiver's jitter buffer),
+the outbound track (:mod:`.outbound`, the conversation's playback sink), the media fast path
+that moves both once the peer is connected (:mod:`.fastpath`) and the ``events`` data channel (:mod:`.datachannel`: client messages become
 conversation commands, conversation events become JSON messages that fit the peer's limit).
 It ends its conversation when the peer closes or fails, never connects (``connect_timeout``)
 or stops sending audio (``inactivity_timeout``); the conversation closes the call when it ends
@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from bridge.core.conversation import CloseReason, Conversation, State
 from bridge.core.errors import BadRequest
 from bridge.core.metrics import Metrics
 from bridge.core.tasks import OwnedTasks
-from bridge.transports.webrtc import datachannel, dtls, jitter
+from bridge.transports.webrtc import datachannel, dtls, fastpath, jitter
 from bridge.transports.webrtc.ice import IceServer, rtc_configuration
 from bridge.transports.webrtc.inbound import InboundAudio
 from bridge.transports.webrtc.outbound import (
@@ -68,6 +68,7 @@ class WebRTCOptions:
     opus_complexity: int = DEFAULT_OPUS_COMPLEXITY
     clock: FrameClock | None = None  # the app's shared pacing clock; None: the track's own
     max_text_chars: int = 4000  # longest typed message on the events channel
+    fast_path: bool = True  # media past aiortc's per-packet chain once connected (.fastpath)
 
 
 class WebRTCCall:
@@ -106,6 +107,10 @@ class WebRTCCall:
         self._connected = asyncio.Event()
         self._channel_open = asyncio.Event()
         self._inbound: InboundAudio | None = None
+        self._receiver: Any = None  # aiortc's RTCRtpReceiver of the call's audio
+        self._sender: Any = None  # and its RTCRtpSender
+        self._payload_type = -1  # of the codec aiortc sends with (its answer's first)
+        self._fast_off: Callable[[], None] | None = None  # takes the media fast path out
         self._answered = False
         self._closed = False
         # Loop times of the connect stages (offer, answer, ice, dtls, channel, provider_open,
@@ -167,6 +172,9 @@ class WebRTCCall:
             asyncio.get_running_loop().time,
             self.metrics.uplink if self.metrics is not None else None,
         )
+        self._receiver = transceiver.receiver
+        self._sender = transceiver.sender
+        self._payload_type = next(iter(payload_types(pc.localDescription.sdp)), -1)
         if not jitter.install(transceiver.receiver, self._inbound):
             await self.conversation.close(CloseReason.INTERNAL_ERROR)
             raise RuntimeError("aiortc changed: the inbound audio path cannot be installed")
@@ -195,6 +203,8 @@ class WebRTCCall:
             await self._tasks.cancel_all()
         finally:
             self.track.stop()
+            if self._fast_off is not None:
+                self._fast_off()
             with contextlib.suppress(Exception):
                 await self._pc.close()
             if self._inbound is not None:
@@ -251,12 +261,26 @@ class WebRTCCall:
         state = self._pc.connectionState
         if state == "connected":
             self._stage("dtls")
+            self._install_fast_path()
             self._connected.set()
             self.conversation.peer_connected()
         elif state == "failed":
             self.conversation.end(CloseReason.PEER_FAILED)
         elif state == "closed":
             self.conversation.end(CloseReason.PEER_CLOSED)
+
+    def _install_fast_path(self) -> None:
+        if not self.options.fast_path or self._inbound is None or self._receiver is None:
+            return
+        if self._fast_off is None:
+            self._fast_off = fastpath.install_inbound(self._receiver, self._inbound.receive)
+        sender, payload_type = self._sender, self._payload_type
+
+        def make() -> Callable[[bytes, int], bool] | None:
+            fast = fastpath.FastSender.create(sender, payload_type)
+            return fast.send if fast is not None else None
+
+        self.track.drive_when_sending(make)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind != "audio":  # aiortc queues unread frames without limit: drain them
@@ -366,6 +390,8 @@ class WebRTCCall:
             "reply_dropped_ms": self.track.dropped_ms,
             "reply_underruns": self.track.playout.rebuffers,  # a reply ran dry mid-way
             "connect_ms": self.connect_ms(),
+            # Whether the call's audio RTP bypasses aiortc's per-packet chain (see .fastpath).
+            "fast_path": {"inbound": self._fast_off is not None, "outbound": self.track.driven},
             "events_sent": self.events_sent,
             "events_dropped": self.events_dropped,
             "inbound": {
