@@ -107,6 +107,7 @@ def install_inbound(
         streams: dict[int, StreamStatistics] = getattr(receiver, _REMOTE_STREAMS)
         codecs: dict[int, Any] = getattr(receiver, _CODECS)
         getattr(dtls, _RX_BYTES)
+        receiver._enabled  # noqa: B018 - checked here, read per packet
         pair = dtls.transport._connection._nominated.get(1)
         protocol = pair.protocol
     except AttributeError as exc:
@@ -127,6 +128,8 @@ def install_inbound(
         ):
             original(data, addr)
             return
+        if not receiver._enabled:
+            return  # the transceiver no longer receives: aiortc drops these too
         try:
             plain = srtp.unprotect(data)
         except pylibsrtp.Error:

@@ -3,8 +3,9 @@
 :class:`WebRTCCall` owns what WebRTC needs and nothing else: the ``RTCPeerConnection`` (SDP,
 ICE, DTLS), the inbound decoder (:mod:`.inbound`, installed as the receiver's jitter buffer),
 the outbound track (:mod:`.outbound`, the conversation's playback sink), the media fast path
-that moves both once the peer is connected (:mod:`.fastpath`) and the ``events`` data channel (:mod:`.datachannel`: client messages become
-conversation commands, conversation events become JSON messages that fit the peer's limit).
+that moves both once the peer is connected (:mod:`.fastpath`) and the ``events`` data
+channel (:mod:`.datachannel`: client messages become conversation commands, conversation
+events become JSON messages that fit the peer's limit).
 It ends its conversation when the peer closes or fails, never connects (``connect_timeout``)
 or stops sending audio (``inactivity_timeout``); the conversation closes the call when it ends
 for any other reason. Both ends are idempotent. ``describe()`` adds the network figures (RTT,
