@@ -400,6 +400,7 @@ class OutboundAudioTrack(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self._stop_ticking()
+        self._send = None  # the fast sender holds aiortc's transports: let them go with the call
         if self._parked is not None and not self._parked.done():
             self._parked.set_result(None)
         self.playout.flush()
