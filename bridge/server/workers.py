@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import os
 import shutil
 import signal
@@ -28,6 +29,8 @@ from bridge.server.app import create_app
 from bridge.server.cluster import Cluster
 from bridge.server.config import Settings
 from bridge.server.registry import freeze_startup_objects
+
+log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
 METRICS_FOLDER = "metrics"  # in the runtime folder: the workers' Prometheus values
@@ -144,6 +147,10 @@ def _run_worker(
         runner = web.AppRunner(create_app(settings, cluster), handle_signals=False)
         await runner.setup()
         freeze_startup_objects()
+        loop_type = type(asyncio.get_running_loop())
+        log.debug(
+            "worker %d: event loop %s.%s", os.getpid(), loop_type.__module__, loop_type.__name__
+        )
         await web.SockSite(runner, sock, ssl_context=ssl_context).start()
         if cluster is not None:
             await web.UnixSite(runner, cluster.sockets[cluster.index]).start()
