@@ -243,44 +243,53 @@ def pair(latency: dict[str, Any] | None) -> str:
     return f"{latency['p50']}/{latency['p99']}" if latency else "-"
 
 
+def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
+    """A markdown table (the README shows the benchmark's tables as printed)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def markdown_side_by_side(results: dict[str, Any]) -> str:
     """The side-by-side table: CPU per call and punctuality of every server, per load."""
-    rows = [
-        "| load | server | calls | CPU/call (% of a core) | RSS/call MB | missing % | late % "
-        "| bridge / stock | bridge / pipecat | bridge / fastrtc |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    columns = ["load", "server", "calls", "CPU/call (% of a core)", "RSS/call MB", "missing %"]
+    columns += ["late %", "bridge / stock", "bridge / pipecat", "bridge / fastrtc"]
+    rows: list[list[Any]] = []
     for p in results["side_by_side"]:
+        head = [p["speech"], label(p["server"]), p["calls"]]
         if "error" in p:
-            rows.append(f"| {p['speech']} | {p['server']} | {p['calls']} | failed | | | | | | |")
+            rows.append([*head, "failed", *[""] * 6])
             continue
         ratios = p.get("ratios", {})
         rows.append(
-            f"| {p['speech']} | {label(p['server'])} | {p['calls']} | {p['cpu_pct_per_call']} "
-            f"| {p['rss_mb_per_call']} | {p['missing_pct']} | {p['late_pct']} | "
-            + " | ".join(str(ratios.get(peer, "")) for peer in ("stock", "pipecat", "fastrtc"))
-            + " |"
+            [*head, p["cpu_pct_per_call"], p["rss_mb_per_call"], p["missing_pct"], p["late_pct"]]
+            + [ratios.get(peer, "") for peer in ("stock", "pipecat", "fastrtc")]
         )
-    return "\n".join(rows)
+    return markdown_table(columns, rows)
 
 
 def markdown_capacity(results: dict[str, Any]) -> str:
-    rows = [
-        "| bridge | calls | CPU/call (% of a core) | missing % | late % | bridge late % "
-        "| uplink p50/p99 ms | downlink p50/p99 ms | RSS/call MB |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    columns = ["bridge", "calls", "CPU/call (% of a core)", "missing %", "late %"]
+    columns += ["bridge late %", "uplink p50/p99 ms", "downlink p50/p99 ms", "RSS/call MB"]
+    rows: list[list[Any]] = []
     for p in results["capacity"]:
+        head = [label(p["server"]), p["calls"]]
         if "error" in p:
-            rows.append(f"| {label(p['server'])} | {p['calls']} | failed | | | | | | |")
+            rows.append([*head, "failed", *[""] * 6])
             continue
         rows.append(
-            f"| {label(p['server'])} | {p['calls']} | {p['cpu_pct_per_call']} "
-            f"| {p['missing_pct']} | {p['late_pct']} | {p.get('bridge_late_frames_pct', '')} "
-            f"| {pair(p.get('uplink_ms'))} | {pair(p.get('downlink_ms'))} "
-            f"| {p['rss_mb_per_call']} |"
+            [
+                *head,
+                p["cpu_pct_per_call"],
+                p["missing_pct"],
+                p["late_pct"],
+                p.get("bridge_late_frames_pct", ""),
+                pair(p.get("uplink_ms")),
+                pair(p.get("downlink_ms")),
+                p["rss_mb_per_call"],
+            ]
         )
-    return "\n".join(rows)
+    return markdown_table(columns, rows)
 
 
 def label(kind: str) -> str:

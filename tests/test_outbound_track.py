@@ -251,6 +251,7 @@ async def test_a_driven_track_is_paced_by_the_clock_and_parks_aiortcs_recv() -> 
     heard = decode([av.Packet(p) for _, p, _ in sent], "libopus", 48000)
     assert abs(dominant_frequency(heard, 48000) - 440) < 10
     track.stop()
+    assert not clock._tickers and not track.driven  # at once, not at the next tick
     with pytest.raises(MediaStreamError):
         await asyncio.wait_for(parked, 1.0)
     count = len(sent)

@@ -64,7 +64,6 @@ PCMU = OutboundCodec("PCMU", "pcm_mulaw", 8000)
 PCMA = OutboundCodec("PCMA", "pcm_alaw", 8000)
 CODECS = {c.name.lower(): c for c in (OPUS, PCMU, PCMA)}
 OPUS_INPUT_RATES = (8000, 12000, 16000, 24000, 48000)  # what libopus encodes without resampling
-MAX_CATCH_UP_FRAMES = 10  # frames a driven track sends back to back after a late tick
 # libopus complexity (0-10): the CPU/quality trade of the reply encode, which is the largest
 # single cost of a call. 5 is what libwebrtc uses on phones; 10 is libopus's default.
 DEFAULT_OPUS_COMPLEXITY = 5
@@ -320,7 +319,8 @@ class OutboundAudioTrack(MediaStreamTrack):
             return
         if self._first is None:
             self._first = clock.first_sub_tick(now, self._slot)
-        for _ in range(MAX_CATCH_UP_FRAMES):
+        # Behind by more than max_lateness, _frame() re-anchors; this bounds the loop regardless.
+        for _ in range(int(self._max_lateness * 1000) // FRAME_MS + 2):
             due = clock.time_of(self._first + self._frames * clock.slots)
             if due > now + 1e-6:
                 return

@@ -271,7 +271,9 @@ class WebRTCCall:
             self.conversation.end(CloseReason.PEER_CLOSED)
 
     def _install_fast_path(self) -> None:
-        if not self.options.fast_path or self._inbound is None or self._receiver is None:
+        if self._closed or not self.options.fast_path or self._inbound is None:
+            return  # closing (close() already took the fast path out), off, or not answered
+        if self._receiver is None:
             return
         if self._fast_off is None:
             self._fast_off = fastpath.install_inbound(self._receiver, self._inbound.receive)
